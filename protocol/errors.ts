@@ -1,0 +1,82 @@
+/**
+ * The one registry of Cohort error codes. A code is `COHORT_ERR_<AREA>_<WHAT>`, is never reused for another meaning,
+ * and has an entry in docs/errors.md (tests/unit/errors-registry.test.ts checks both ways).
+ *
+ * A site's failure or refusal travels as data (`WireError`), never as a stack trace; only a broken run throws.
+ */
+export const ERRORS = {
+  // protocol: anything that arrives over the wire
+  COHORT_ERR_PROTOCOL_MALFORMED: { http: 400, message: 'message failed schema validation' },
+  COHORT_ERR_PROTOCOL_VERSION: { http: 400, message: 'protocol major version not supported' },
+  COHORT_ERR_PROTOCOL_UNKNOWN_EVENT: { http: 400, message: 'unknown event or task kind' },
+  COHORT_ERR_PROTOCOL_REPLAY: { http: 409, message: 'message replayed or out of order' },
+  COHORT_ERR_PROTOCOL_TIMEOUT: { http: 504, message: 'peer did not answer before the deadline' },
+  COHORT_ERR_PROTOCOL_DISCONNECTED: { http: 503, message: 'peer disconnected' },
+  // tensor codec
+  COHORT_ERR_TENSOR_MALFORMED: { http: 400, message: 'tensor frame could not be decoded' },
+  COHORT_ERR_TENSOR_TOO_LARGE: { http: 413, message: 'tensor frame exceeds the size limit' },
+  COHORT_ERR_TENSOR_SHAPE: { http: 400, message: 'tensor shapes do not match the model' },
+  COHORT_ERR_TENSOR_NONFINITE: { http: 400, message: 'tensor contains NaN or infinite values' },
+  // authentication of sites
+  COHORT_ERR_AUTH_UNKNOWN_SITE: { http: 401, message: 'site is not registered' },
+  COHORT_ERR_AUTH_BAD_SIGNATURE: { http: 401, message: 'challenge signature does not verify with the site key' },
+  COHORT_ERR_AUTH_CHALLENGE_EXPIRED: { http: 401, message: 'handshake challenge expired or already used' },
+  COHORT_ERR_AUTH_KEY_MISMATCH: { http: 409, message: 'site name already registered with another key' },
+  // studies
+  COHORT_ERR_STUDY_NOT_FOUND: { http: 404, message: 'study not found' },
+  COHORT_ERR_STUDY_INVALID_MANIFEST: { http: 400, message: 'study manifest is invalid' },
+  COHORT_ERR_STUDY_BAD_STATE: { http: 409, message: 'study is not in a state that allows this' },
+  COHORT_ERR_STUDY_NO_MODEL: { http: 404, message: 'study has no model yet' },
+  COHORT_ERR_STUDY_NOT_ENOUGH_SITES: { http: 503, message: 'fewer sites than the study minimum' },
+  // rounds
+  COHORT_ERR_ROUND_STALE: { http: 409, message: 'reply is for a round that is not in progress' },
+  COHORT_ERR_ROUND_TOO_FEW_RESULTS: { http: 503, message: 'too few sites returned results before the deadline' },
+  COHORT_ERR_ROUND_DUPLICATE: { http: 409, message: 'site already submitted for this round' },
+  // site-side
+  COHORT_ERR_SITE_DATASET_UNKNOWN: { http: 404, message: 'the site has no dataset with that id' },
+  COHORT_ERR_SITE_SCHEMA_MISMATCH: { http: 422, message: 'site data does not match the study task' },
+  COHORT_ERR_SITE_TRAINING_FAILED: { http: 500, message: 'local training failed' },
+  COHORT_ERR_SITE_CONFIG_INVALID: { http: 400, message: 'site configuration is invalid' },
+  // data sources
+  COHORT_ERR_DATA_PARSE: { http: 422, message: 'data file could not be parsed' },
+  COHORT_ERR_DATA_SCHEMA: { http: 422, message: 'data does not match its declared schema' },
+  // models
+  COHORT_ERR_MODEL_SPEC_INVALID: { http: 400, message: 'model specification is invalid' },
+  // generic
+  COHORT_ERR_INTERNAL: { http: 500, message: 'internal error' },
+} as const satisfies Record<string, { http: number; message: string }>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+/** What crosses the wire (and REST bodies) when something is refused. */
+export interface WireError {
+  code: ErrorCode;
+  message: string;
+  details?: Record<string, unknown>;
+}
+
+export class CohortError extends Error {
+  readonly code: ErrorCode;
+  readonly details: Record<string, unknown> | undefined;
+  constructor(code: ErrorCode, message?: string, details?: Record<string, unknown>) {
+    super(message ?? ERRORS[code].message);
+    this.name = 'CohortError';
+    this.code = code;
+    this.details = details;
+  }
+  toWire(): WireError {
+    return this.details === undefined
+      ? { code: this.code, message: this.message }
+      : { code: this.code, message: this.message, details: this.details };
+  }
+}
+
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === 'string' && Object.hasOwn(ERRORS, value);
+}
+
+/** Turns anything thrown into a WireError without leaking stack traces. */
+export function toWireError(err: unknown): WireError {
+  if (err instanceof CohortError) return err.toWire();
+  return { code: 'COHORT_ERR_INTERNAL', message: ERRORS.COHORT_ERR_INTERNAL.message };
+}
