@@ -1,0 +1,127 @@
+/**
+ * `cohort demo` (= `npm start`): a real coordinator and N real site agents, each its own process on loopback, the
+ * bundled WDBC data split across the sites, a study of 10 rounds with a live table, then the pooled hold-out
+ * metrics. Nothing is simulated: the agents dial the coordinator over socket.io and train tfjs models.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { api } from './http.ts';
+import { siteInit } from './site-commands.ts';
+import { watchStudy } from './watch.ts';
+import type { StudyManifestInput } from '../protocol/messages.ts';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const BIN = join(ROOT, 'bin', 'cohort.js');
+export const WDBC = join(ROOT, 'data', 'tabular', 'wdbc.csv');
+
+export interface DemoOptions {
+  rounds: number;
+  sites: number;
+  keep: boolean;
+  dir?: string;
+}
+
+/** Splits a CSV's rows across sites: seeded shuffle, then unequal shares (hospitals differ in size). */
+export function splitCsvForSites(csvFile: string, sites: number, seed = 7): string[] {
+  const [header, ...rows] = readFileSync(csvFile, 'utf8').trim().split('\n');
+  let a = seed >>> 0;
+  const rand = () => { a = (a * 1664525 + 1013904223) >>> 0; return a / 2 ** 32; };
+  for (let i = rows.length - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [rows[i], rows[j]] = [rows[j]!, rows[i]!];
+  }
+  const weights = Array.from({ length: sites }, (_, i) => sites - i + 1);
+  const total = weights.reduce((x, y) => x + y, 0);
+  const out: string[] = [];
+  let start = 0;
+  weights.forEach((w, i) => {
+    const end = i === sites - 1 ? rows.length : start + Math.round((rows.length * w) / total);
+    out.push([header, ...rows.slice(start, end)].join('\n') + '\n');
+    start = end;
+  });
+  return out;
+}
+
+export function demoManifest(rounds: number, sites: number): StudyManifestInput {
+  return {
+    name: 'WDBC malignancy (demo)',
+    description: 'Logistic regression on the Wisconsin Diagnostic Breast Cancer data, split across sites',
+    task: { dataset: 'wdbc', label: 'malignant' },
+    model: { template: 'logreg' },
+    training: { rounds, localEpochs: 2, batchSize: 16, optimizer: 'adam', learningRate: 0.05 },
+    strategy: { name: 'fedavg' },
+    participation: { minSites: sites, roundDeadlineMs: 60_000, waitForSitesMs: 60_000, maxRoundAttempts: 3 },
+    evaluation: { holdoutFraction: 0.25 },
+    seed: 42,
+  };
+}
+
+function spawnCohort(args: string[], logFile: string): ChildProcess {
+  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env } });
+  const log: string[] = [];
+  child.stderr?.on('data', (d: Buffer) => log.push(d.toString()));
+  child.on('exit', () => writeFileSync(logFile, log.join('')));
+  return child;
+}
+
+function waitForUrl(child: ChildProcess): Promise<string> {
+  return new Promise((resolveUrl, reject) => {
+    let buf = '';
+    const t = setTimeout(() => reject(new Error('coordinator did not start within 30 s')), 30_000);
+    child.stdout?.on('data', (d: Buffer) => {
+      buf += d.toString();
+      const m = /listening on (http:\/\/\S+)/.exec(buf);
+      if (m) { clearTimeout(t); resolveUrl(m[1]!); }
+    });
+    child.on('exit', (code) => { clearTimeout(t); reject(new Error(`coordinator exited with ${code}`)); });
+  });
+}
+
+export async function runDemo(o: DemoOptions): Promise<number> {
+  const dir = resolve(o.dir ?? mkdtempSync(join(tmpdir(), 'cohort-demo-')));
+  mkdirSync(dir, { recursive: true });
+  const children: ChildProcess[] = [];
+  const cleanup = () => { for (const c of children) if (c.exitCode === null) c.kill('SIGTERM'); };
+  process.once('SIGINT', () => { cleanup(); process.exit(130); });
+  try {
+    console.log(`Cohort demo: 1 coordinator + ${o.sites} site agents (separate processes) on loopback; working dir ${dir}`);
+    const coord = spawnCohort(['coordinator', '--data-dir', join(dir, 'coordinator'), '--port', '0'], join(dir, 'coordinator.log'));
+    children.push(coord);
+    const url = await waitForUrl(coord);
+    console.log(`coordinator: ${url}`);
+    const parts = splitCsvForSites(WDBC, o.sites);
+    parts.forEach((csv, i) => {
+      const name = `Hospital ${String.fromCharCode(65 + i)}`;
+      const siteDir = join(dir, `site-${i + 1}`);
+      mkdirSync(siteDir, { recursive: true });
+      writeFileSync(join(siteDir, 'wdbc.csv'), csv);
+      siteInit({ dir: siteDir, coordinator: url, name, dataset: 'wdbc', csv: join(siteDir, 'wdbc.csv'), label: 'malignant' });
+      children.push(spawnCohort(['site', 'run', '--dir', siteDir], join(dir, `site-${i + 1}.log`)));
+      console.log(`site agent: ${name} with ${csv.trim().split('\n').length - 1} patients (records stay in ${siteDir})`);
+    });
+    const { study } = await api<{ study: { id: string } }>(url, '/api/studies', { method: 'POST', body: demoManifest(o.rounds, o.sites) });
+    await api(url, `/api/studies/${study.id}/start`, { method: 'POST' });
+    console.log(`study ${study.id} started: ${o.rounds} rounds of FedAvg, logistic regression\n`);
+    const final = await watchStudy(url, study.id, { watch: true, json: false });
+    const last = final.rounds.at(-1);
+    if (final.study.status !== 'completed' || !last) {
+      console.error(`study ended ${final.study.status}${final.study.error ? `: ${final.study.error.code} ${final.study.error.message}` : ''}; logs in ${dir}`);
+      return 1;
+    }
+    const p = last.pooled;
+    console.log(`\nPooled hold-out (${p.n} patients across ${o.sites} sites, never seen in training):`);
+    console.log(`  AUC ${p.auc?.toFixed(3)}   accuracy ${p.accuracy.toFixed(3)}   sensitivity ${p.sensitivity?.toFixed(3)}   specificity ${p.specificity?.toFixed(3)}`);
+    console.log(`\nAPI: ${url}/api/studies/${study.id}   model: ${url}/api/studies/${study.id}/model/model.json`);
+    console.log(`logs: ${dir}/*.log`);
+    if (o.keep) {
+      console.log('coordinator and agents keep running; Ctrl-C to stop');
+      await new Promise(() => undefined);
+    }
+    return 0;
+  } finally {
+    if (!o.keep) cleanup();
+  }
+}

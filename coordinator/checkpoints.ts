@@ -1,0 +1,53 @@
+/**
+ * Model checkpoints, one binary tensor frame per completed round, written atomically (temp file, fsync, rename):
+ * a coordinator killed mid-write leaves the previous checkpoint intact and no torn file under the final name.
+ */
+import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { decodeTensors, encodeTensors, type Tensor } from '../protocol/codec.ts';
+
+export class Checkpoints {
+  private readonly memory = new Map<string, Uint8Array>();
+
+  /** `dir` null keeps checkpoints in memory (tests and simulations). */
+  constructor(private readonly dir: string | null) {}
+
+  private path(studyId: string, round: number): string {
+    return join(this.dir!, studyId, `round-${String(round).padStart(5, '0')}.cht`);
+  }
+
+  async save(studyId: string, round: number, weights: readonly Tensor[]): Promise<void> {
+    const bytes = encodeTensors(weights);
+    if (!this.dir) {
+      this.memory.set(`${studyId}/${round}`, bytes);
+      return;
+    }
+    const final = this.path(studyId, round);
+    await mkdir(join(this.dir, studyId), { recursive: true });
+    const tmp = `${final}.${process.pid}.tmp`;
+    const fh = await open(tmp, 'w', 0o600);
+    try {
+      await fh.writeFile(bytes);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, final);
+  }
+
+  async load(studyId: string, round: number): Promise<Tensor[]> {
+    const bytes = this.dir ? await readFile(this.path(studyId, round)) : this.memory.get(`${studyId}/${round}`);
+    if (!bytes) throw new Error(`no checkpoint for ${studyId} round ${round}`);
+    return decodeTensors(bytes);
+  }
+
+  async loadBytes(studyId: string, round: number): Promise<Uint8Array> {
+    const bytes = this.dir ? await readFile(this.path(studyId, round)) : this.memory.get(`${studyId}/${round}`);
+    if (!bytes) throw new Error(`no checkpoint for ${studyId} round ${round}`);
+    return new Uint8Array(bytes);
+  }
+
+  async remove(studyId: string): Promise<void> {
+    if (this.dir) await rm(join(this.dir, studyId), { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,293 @@
+/**
+ * Runs studies: schema check, then rounds of train -> validate -> aggregate -> evaluate -> checkpoint -> record.
+ *
+ * Crash safety: a round's aggregate is checkpointed (atomically) before the round is recorded, and the record
+ * advances `completedRounds` in the same write. A coordinator killed anywhere in a round restarts at
+ * `completedRounds + 1` from checkpoint `completedRounds`; the store refuses to record a round twice.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import { decodeTensors, encodeTensors, type Tensor } from '../../protocol/codec.ts';
+import { CohortError, type WireError } from '../../protocol/errors.ts';
+import {
+  DescribeResultSchema, EvaluateResultSchema, TrainResultSchema, parseReply,
+  type EvalCounts, type ResolvedModel, type SchemaReport, type Task,
+} from '../../protocol/messages.ts';
+import { metricsFromCounts, poolCounts, type Metrics } from '../../protocol/metrics.ts';
+import { buildModel, getWeights } from '../../protocol/models.ts';
+import type { StudyEvent } from '../../protocol/events.ts';
+import type { Checkpoints } from '../checkpoints.ts';
+import type { RoundRecord, SiteFailure, Store, StudyRecord } from '../store/store.ts';
+import { strategyFor } from '../strategies/fedavg.ts';
+import type { FitResult } from '../strategies/strategy.ts';
+import type { OnlineSite, Transport } from '../transport/transport.ts';
+import type { z } from 'zod';
+
+export interface RunnerDeps {
+  store: Store;
+  transport: Transport;
+  checkpoints: Checkpoints;
+  log: Logger;
+  emit: (e: StudyEvent) => void;
+}
+
+class Stopped extends Error {}
+
+export class StudyRunner {
+  private readonly active = new Map<string, { stop: boolean; done: Promise<void> }>();
+
+  constructor(private readonly deps: RunnerDeps) {}
+
+  isRunning(studyId: string): boolean {
+    return this.active.has(studyId);
+  }
+
+  /** Starts (or resumes) a study in the background. */
+  start(studyId: string): void {
+    if (this.active.has(studyId)) return;
+    const entry = { stop: false, done: Promise.resolve() };
+    this.active.set(studyId, entry);
+    entry.done = this.run(studyId, entry)
+      .catch((err: unknown) => this.deps.log.error({ studyId, err: String(err) }, 'study runner crashed'))
+      .finally(() => this.active.delete(studyId));
+  }
+
+  async stop(studyId: string): Promise<void> {
+    const entry = this.active.get(studyId);
+    if (!entry) return;
+    entry.stop = true;
+    await entry.done;
+  }
+
+  async stopAll(): Promise<void> {
+    await Promise.all([...this.active.keys()].map((id) => this.stop(id)));
+  }
+
+  /** Resumes every study that was running when the coordinator stopped. */
+  resumeAll(): string[] {
+    const ids = this.deps.store.listStudies().filter((s) => s.status === 'running').map((s) => s.id);
+    for (const id of ids) {
+      this.deps.log.info({ studyId: id }, 'resuming study after restart');
+      this.start(id);
+    }
+    return ids;
+  }
+
+  private emit(e: Omit<StudyEvent, 'at'>): void {
+    this.deps.emit({ ...e, at: new Date().toISOString() });
+  }
+
+  private async run(studyId: string, ctl: { stop: boolean }): Promise<void> {
+    const { store, log } = this.deps;
+    const check = () => {
+      if (ctl.stop) throw new Stopped();
+    };
+    try {
+      let study = store.mustGetStudy(studyId);
+      if (!study.model) study = await this.prepare(study, check);
+      while (study.completedRounds < study.manifest.training.rounds) {
+        check();
+        await this.runRound(study, study.completedRounds + 1, check);
+        study = store.mustGetStudy(studyId);
+      }
+      await store.updateStudy(studyId, { status: 'completed' });
+      this.emit({ type: 'study', studyId, status: 'completed' });
+      log.info({ studyId, rounds: study.completedRounds }, 'study completed');
+    } catch (err) {
+      if (err instanceof Stopped) {
+        // A stop during shutdown leaves the study 'running' so a restart resumes it; an explicit stop is
+        // recorded by the route that asked for it.
+        log.info({ studyId }, 'study runner stopped');
+        return;
+      }
+      const error: WireError = err instanceof CohortError ? err.toWire() : { code: 'COHORT_ERR_INTERNAL', message: String(err) };
+      log.error({ studyId, code: error.code, reason: error.message }, 'study failed');
+      await store.updateStudy(studyId, { status: 'failed', error });
+      this.emit({ type: 'study', studyId, status: 'failed', message: `${error.code}: ${error.message}` });
+    }
+  }
+
+  /** Waits until at least `min` eligible sites are online, or fails after the study's wait limit. */
+  private async waitForSites(study: StudyRecord, min: number, check: () => void): Promise<OnlineSite[]> {
+    const { transport } = this.deps;
+    const limit = Date.now() + study.manifest.participation.waitForSitesMs;
+    const wanted = study.manifest.participation.sites;
+    for (;;) {
+      check();
+      const online = transport.onlineSites().filter((s) => !wanted || wanted.includes(s.name));
+      if (online.length >= min) return online;
+      if (Date.now() > limit) {
+        throw new CohortError('COHORT_ERR_STUDY_NOT_ENOUGH_SITES', `${online.length} of ${min} sites online after waiting ${study.manifest.participation.waitForSitesMs} ms`);
+      }
+      await new Promise<void>((resolve) => {
+        const off = transport.onChange(() => { off(); clearTimeout(t); resolve(); });
+        const t = setTimeout(() => { off(); resolve(); }, 500);
+      });
+    }
+  }
+
+  private baseTask(study: StudyRecord, round: number) {
+    return {
+      taskId: randomUUID(),
+      studyId: study.id,
+      round,
+      dataset: study.manifest.task.dataset,
+      holdoutFraction: study.manifest.evaluation.holdoutFraction,
+      seed: study.manifest.seed,
+    };
+  }
+
+  /** Sends a task to many sites at once; replies are validated against `schema`. Failures are data. */
+  private async fanOut<S extends z.ZodType>(
+    sites: readonly OnlineSite[], makeTask: (s: OnlineSite) => Task, schema: S, timeoutMs: number, stage: SiteFailure['stage'],
+  ): Promise<{ ok: Map<string, z.output<S>>; failures: SiteFailure[] }> {
+    const ok = new Map<string, z.output<S>>();
+    const failures: SiteFailure[] = [];
+    await Promise.all(sites.map(async (site) => {
+      const raw = await this.deps.transport.send(site.id, makeTask(site), timeoutMs);
+      try {
+        const reply = parseReply(schema, raw, `${stage} reply`);
+        if (reply.ok) ok.set(site.name, reply.data);
+        else failures.push({ site: site.name, code: reply.error.code, message: reply.error.message, stage });
+      } catch (err) {
+        const e = err instanceof CohortError ? err : new CohortError('COHORT_ERR_INTERNAL');
+        failures.push({ site: site.name, code: e.code, message: e.message, stage });
+      }
+    }));
+    for (const f of failures) this.deps.log.warn({ site: f.site, code: f.code, stage, reason: f.message }, 'site task failed');
+    return { ok, failures };
+  }
+
+  /** Before round 1: every participating site describes its data; shapes and classes must agree with the manifest. */
+  private async prepare(study: StudyRecord, check: () => void): Promise<StudyRecord> {
+    const { store, checkpoints, log } = this.deps;
+    const p = study.manifest.participation;
+    const sites = await this.waitForSites(study, p.minSites, check);
+    const { ok, failures } = await this.fanOut(sites, () => ({ kind: 'describe', ...this.baseTask(study, 0) }), DescribeResultSchema, p.roundDeadlineMs, 'describe');
+    const schemas: Record<string, SchemaReport> = {};
+    const t = study.manifest.task;
+    for (const [name, { schema }] of ok) {
+      const problems: string[] = [];
+      if (schema.label !== t.label) problems.push(`label ${schema.label} != ${t.label}`);
+      if (t.features && JSON.stringify(schema.features?.map((f) => f.name)) !== JSON.stringify(t.features)) problems.push('features differ from the manifest');
+      if (t.classes && JSON.stringify(schema.classes) !== JSON.stringify(t.classes)) problems.push('classes differ from the manifest');
+      if (problems.length) failures.push({ site: name, code: 'COHORT_ERR_SITE_SCHEMA_MISMATCH', message: problems.join('; '), stage: 'describe' });
+      else schemas[name] = schema;
+    }
+    const names = Object.keys(schemas);
+    const first = schemas[names[0] ?? ''];
+    for (const n of names) {
+      const s = schemas[n]!;
+      if (first && (JSON.stringify(s.inputShape) !== JSON.stringify(first.inputShape) || JSON.stringify(s.classes) !== JSON.stringify(first.classes))) {
+        failures.push({ site: n, code: 'COHORT_ERR_SITE_SCHEMA_MISMATCH', message: `input shape or classes differ from site ${names[0]}`, stage: 'describe' });
+        delete schemas[n];
+      }
+    }
+    if (!first || Object.keys(schemas).length < p.minSites) {
+      throw new CohortError('COHORT_ERR_STUDY_NOT_ENOUGH_SITES', `${Object.keys(schemas).length} sites with matching data, ${p.minSites} needed`, { failures });
+    }
+    const model: ResolvedModel = { spec: study.manifest.model, inputShape: first.inputShape, numClasses: first.classes.length };
+    const tfModel = buildModel(model, study.manifest.seed);
+    const initial = getWeights(tfModel);
+    tfModel.dispose();
+    await checkpoints.save(study.id, 0, initial);
+    log.info({ studyId: study.id, sites: Object.keys(schemas), inputShape: model.inputShape }, 'schemas checked; model initialised');
+    this.emit({ type: 'study', studyId: study.id, status: 'running', message: `schemas checked for ${Object.keys(schemas).length} sites` });
+    return store.updateStudy(study.id, { model, schemas });
+  }
+
+  private async runRound(study: StudyRecord, round: number, check: () => void): Promise<void> {
+    const { checkpoints, store, log } = this.deps;
+    const p = study.manifest.participation;
+    const model = study.model!;
+    const strategy = strategyFor(study.manifest.strategy.name);
+    const global = await checkpoints.load(study.id, round - 1);
+    const globalBytes = encodeTensors(global);
+    const shapes = global.map((t) => t.shape);
+    const maxBytes = globalBytes.byteLength + 64;
+    const startedAt = new Date();
+    for (let attempt = 1; ; attempt++) {
+      check();
+      const online = await this.waitForSites(study, p.minSites, check);
+      const sites = online.filter((s) => study.schemas?.[s.name]);
+      if (sites.length < p.minSites) {
+        await this.describeLateSites(study, online, check);
+        study = store.mustGetStudy(study.id);
+        if (attempt < p.maxRoundAttempts) continue;
+        throw new CohortError('COHORT_ERR_STUDY_NOT_ENOUGH_SITES', `only ${sites.length} checked sites online`);
+      }
+      this.emit({ type: 'round', studyId: study.id, round, status: 'training', message: `${sites.length} sites` });
+      const t = study.manifest.training;
+      const train = await this.fanOut(sites, () => ({
+        kind: 'train', ...this.baseTask(study, round), model, weights: globalBytes,
+        localEpochs: t.localEpochs, batchSize: t.batchSize, optimizer: t.optimizer, learningRate: t.learningRate,
+      }), TrainResultSchema, p.roundDeadlineMs, 'train');
+      check();
+      // Validate every update at the edge: a frame of the wrong shape, oversized, or with NaN is refused alone.
+      const results: FitResult[] = [];
+      const failures = [...train.failures];
+      let lossSum = 0;
+      for (const [site, r] of train.ok) {
+        try {
+          const weights = decodeTensors(r.weights, { expectShapes: shapes, maxBytes, requireFinite: true });
+          if (!Number.isFinite(r.trainLoss)) throw new CohortError('COHORT_ERR_TENSOR_NONFINITE', 'training loss is not finite');
+          results.push({ site, weights, numExamples: r.numExamples });
+          lossSum += r.trainLoss * r.numExamples;
+        } catch (err) {
+          const e = err instanceof CohortError ? err : new CohortError('COHORT_ERR_TENSOR_MALFORMED');
+          failures.push({ site, code: e.code, message: e.message, stage: 'train' });
+          log.warn({ studyId: study.id, round, site, code: e.code, reason: e.message }, 'site update refused');
+        }
+      }
+      if (results.length < p.minSites) {
+        log.warn({ studyId: study.id, round, attempt, results: results.length, code: 'COHORT_ERR_ROUND_TOO_FEW_RESULTS' }, 'round attempt failed');
+        this.emit({ type: 'round', studyId: study.id, round, status: 'retry', message: `only ${results.length} valid updates` });
+        if (attempt >= p.maxRoundAttempts) {
+          throw new CohortError('COHORT_ERR_ROUND_TOO_FEW_RESULTS', `round ${round}: ${results.length} valid updates, ${p.minSites} needed`, { failures });
+        }
+        continue;
+      }
+      const next: Tensor[] = strategy.aggregate(global, results);
+      const numExamples = results.reduce((n, r) => n + r.numExamples, 0);
+      this.emit({ type: 'round', studyId: study.id, round, status: 'evaluating' });
+      const nextBytes = encodeTensors(next);
+      const evalSites = sites.filter((s) => results.some((r) => r.site === s.name));
+      const ev = await this.fanOut(evalSites, () => ({ kind: 'evaluate', ...this.baseTask(study, round), model, weights: nextBytes }), EvaluateResultSchema, p.roundDeadlineMs, 'evaluate');
+      check();
+      const perSite: Record<string, Metrics> = {};
+      const counts: EvalCounts[] = [];
+      for (const [site, r] of ev.ok) {
+        perSite[site] = metricsFromCounts(r.counts);
+        counts.push(r.counts);
+      }
+      const pooledCounts = poolCounts(counts);
+      const completedAt = new Date();
+      const record: RoundRecord = {
+        studyId: study.id, round, participants: results.map((r) => r.site), failures: [...failures, ...ev.failures],
+        numExamples, trainLoss: lossSum / numExamples, pooled: metricsFromCounts(pooledCounts), pooledCounts, perSite,
+        attempts: attempt, startedAt: startedAt.toISOString(), completedAt: completedAt.toISOString(),
+        durationMs: completedAt.getTime() - startedAt.getTime(),
+      };
+      await checkpoints.save(study.id, round, next);
+      await store.completeRound(record);
+      log.info({ studyId: study.id, round, sites: record.participants.length, auc: record.pooled.auc, accuracy: record.pooled.accuracy }, 'round completed');
+      this.emit({ type: 'round', studyId: study.id, round, status: 'completed' });
+      return;
+    }
+  }
+
+  /** A site that came online after the schema check is described before it may join a round. */
+  private async describeLateSites(study: StudyRecord, online: readonly OnlineSite[], check: () => void): Promise<void> {
+    const late = online.filter((s) => !study.schemas?.[s.name]);
+    if (late.length === 0) return;
+    check();
+    const { ok } = await this.fanOut(late, () => ({ kind: 'describe', ...this.baseTask(study, 0) }), DescribeResultSchema, study.manifest.participation.roundDeadlineMs, 'describe');
+    const schemas = { ...study.schemas };
+    for (const [name, { schema }] of ok) {
+      if (JSON.stringify(schema.inputShape) === JSON.stringify(study.model?.inputShape) && schema.classes.length === study.model?.numClasses && schema.label === study.manifest.task.label) {
+        schemas[name] = schema;
+      }
+    }
+    await this.deps.store.updateStudy(study.id, { schemas });
+  }
+}

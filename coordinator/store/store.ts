@@ -1,0 +1,175 @@
+/**
+ * The coordinator's durable state: studies, rounds, sites. One serialized writer over lowdb: every mutation runs
+ * in a queue and ends with an atomic write of the whole file (lowdb's JSONFile writes a temp file and renames).
+ */
+import { Low, Memory } from 'lowdb';
+import { JSONFile } from 'lowdb/node';
+import type { ResolvedModel, SchemaReport, StudyManifest, EvalCounts } from '../../protocol/messages.ts';
+import type { Metrics } from '../../protocol/metrics.ts';
+import type { WireError } from '../../protocol/errors.ts';
+import { CohortError } from '../../protocol/errors.ts';
+
+export type StudyStatus = 'created' | 'running' | 'stopped' | 'completed' | 'failed';
+
+export interface StudyRecord {
+  id: string;
+  manifest: StudyManifest;
+  status: StudyStatus;
+  createdAt: string;
+  updatedAt: string;
+  /** Rounds whose aggregate is checkpointed and recorded; the next round to run is completedRounds + 1. */
+  completedRounds: number;
+  /** Set once every site's schema is checked, before round 1. */
+  model?: ResolvedModel;
+  schemas?: Record<string, SchemaReport>;
+  error?: WireError;
+}
+
+export interface SiteFailure {
+  site: string;
+  code: string;
+  message: string;
+  stage: 'train' | 'evaluate' | 'describe';
+}
+
+export interface RoundRecord {
+  studyId: string;
+  round: number;
+  participants: string[];
+  failures: SiteFailure[];
+  numExamples: number;
+  trainLoss: number;
+  pooled: Metrics;
+  pooledCounts: EvalCounts;
+  perSite: Record<string, Metrics>;
+  attempts: number;
+  startedAt: string;
+  completedAt: string;
+  durationMs: number;
+}
+
+export interface SiteRecord {
+  id: string;
+  name: string;
+  publicKey: string;
+  registeredAt: string;
+  lastSeenAt: string;
+}
+
+export interface StoreData {
+  version: 1;
+  coordinatorId: string;
+  studies: StudyRecord[];
+  rounds: RoundRecord[];
+  sites: SiteRecord[];
+}
+
+export class Store {
+  private queue: Promise<unknown> = Promise.resolve();
+
+  private constructor(private readonly db: Low<StoreData>) {}
+
+  static async open(file: string | null, coordinatorId: string): Promise<Store> {
+    const initial: StoreData = { version: 1, coordinatorId, studies: [], rounds: [], sites: [] };
+    const db = new Low<StoreData>(file ? new JSONFile<StoreData>(file) : new Memory<StoreData>(), initial);
+    await db.read();
+    db.data ??= initial;
+    return new Store(db);
+  }
+
+  get coordinatorId(): string {
+    return this.db.data.coordinatorId;
+  }
+
+  /** Runs `fn` against the data, alone, then persists. If `fn` throws, nothing is written. */
+  private mutate<T>(fn: (data: StoreData) => T): Promise<T> {
+    const run = this.queue.then(async () => {
+      const snapshot = structuredClone(this.db.data);
+      try {
+        const out = fn(this.db.data);
+        await this.db.write();
+        return out;
+      } catch (err) {
+        this.db.data = snapshot;
+        throw err;
+      }
+    });
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  // studies
+  listStudies(): StudyRecord[] {
+    return structuredClone(this.db.data.studies);
+  }
+  getStudy(id: string): StudyRecord | undefined {
+    const s = this.db.data.studies.find((x) => x.id === id);
+    return s && structuredClone(s);
+  }
+  mustGetStudy(id: string): StudyRecord {
+    const s = this.getStudy(id);
+    if (!s) throw new CohortError('COHORT_ERR_STUDY_NOT_FOUND', `study ${id} not found`);
+    return s;
+  }
+  addStudy(study: StudyRecord): Promise<void> {
+    return this.mutate((d) => {
+      d.studies.push(structuredClone(study));
+    });
+  }
+  updateStudy(id: string, patch: Partial<Omit<StudyRecord, 'id'>>): Promise<StudyRecord> {
+    return this.mutate((d) => {
+      const s = d.studies.find((x) => x.id === id);
+      if (!s) throw new CohortError('COHORT_ERR_STUDY_NOT_FOUND', `study ${id} not found`);
+      Object.assign(s, structuredClone(patch), { updatedAt: new Date().toISOString() });
+      return structuredClone(s);
+    });
+  }
+
+  /**
+   * Records a completed round and advances the study in one write. Refuses a round that is not the next one, so
+   * a round is recorded exactly once even if a resumed runner repeats work.
+   */
+  completeRound(record: RoundRecord): Promise<void> {
+    return this.mutate((d) => {
+      const s = d.studies.find((x) => x.id === record.studyId);
+      if (!s) throw new CohortError('COHORT_ERR_STUDY_NOT_FOUND', `study ${record.studyId} not found`);
+      if (record.round !== s.completedRounds + 1) {
+        throw new CohortError('COHORT_ERR_ROUND_STALE', `round ${record.round} is not the next round (${s.completedRounds + 1})`);
+      }
+      d.rounds.push(structuredClone(record));
+      s.completedRounds = record.round;
+      s.updatedAt = record.completedAt;
+    });
+  }
+  listRounds(studyId: string): RoundRecord[] {
+    return structuredClone(this.db.data.rounds.filter((r) => r.studyId === studyId).sort((a, b) => a.round - b.round));
+  }
+
+  // sites
+  listSites(): SiteRecord[] {
+    return structuredClone(this.db.data.sites);
+  }
+  getSiteByName(name: string): SiteRecord | undefined {
+    const s = this.db.data.sites.find((x) => x.name === name);
+    return s && structuredClone(s);
+  }
+  addSite(site: SiteRecord): Promise<void> {
+    return this.mutate((d) => {
+      if (d.sites.some((x) => x.name === site.name)) {
+        throw new CohortError('COHORT_ERR_AUTH_KEY_MISMATCH', `site ${site.name} is already registered`);
+      }
+      d.sites.push(structuredClone(site));
+    });
+  }
+  touchSite(id: string): Promise<void> {
+    return this.mutate((d) => {
+      const s = d.sites.find((x) => x.id === id);
+      if (s) s.lastSeenAt = new Date().toISOString();
+    });
+  }
+
+  /** Waits for queued writes (for shutdown). */
+  flush(): Promise<void> {
+    return this.queue.then(() => undefined);
+  }
+}

@@ -1,0 +1,202 @@
+/**
+ * Message schemas. Each zod schema is the one definition of a message: its TypeScript type is inferred from it and
+ * every inbound payload is checked with it at the edge (`parseMessage`). Binary fields are Uint8Array (socket.io
+ * carries them as binary attachments).
+ */
+import { z } from 'zod';
+import { CohortError, isErrorCode, type WireError } from './errors.ts';
+
+const id = z.string().min(1).max(128).regex(/^[A-Za-z0-9._:-]+$/, 'letters, digits and . _ : - only');
+const bytes = z.custom<Uint8Array>((v) => v instanceof Uint8Array, 'expected binary data');
+const b64 = z.string().max(256).regex(/^[A-Za-z0-9+/=]+$/);
+
+// ---------------------------------------------------------------- model specs (data, never code)
+
+export const ModelSpecSchema = z.discriminatedUnion('template', [
+  z.object({ template: z.literal('logreg'), l2: z.number().min(0).max(1).default(0) }),
+  z.object({
+    template: z.literal('mlp'),
+    hidden: z.array(z.number().int().min(1).max(4096)).min(1).max(16).default([32, 16]),
+    activation: z.enum(['relu', 'tanh', 'elu']).default('relu'),
+    dropout: z.number().min(0).max(0.9).default(0),
+    l2: z.number().min(0).max(1).default(0),
+  }),
+]);
+export type ModelSpec = z.infer<typeof ModelSpecSchema>;
+
+/** A model spec bound to the data's shape: everything a site needs to build the exact same network. */
+export const ResolvedModelSchema = z.object({
+  spec: ModelSpecSchema,
+  inputShape: z.array(z.number().int().min(1).max(1 << 20)).min(1).max(4),
+  numClasses: z.number().int().min(2).max(10_000),
+});
+export type ResolvedModel = z.infer<typeof ResolvedModelSchema>;
+
+// ---------------------------------------------------------------- study manifest
+
+export const StudyManifestSchema = z.object({
+  name: z.string().min(1).max(200),
+  description: z.string().max(4000).optional(),
+  task: z.object({
+    /** Dataset id each site registered locally. */
+    dataset: id,
+    /** Label column / class name. */
+    label: z.string().min(1).max(200),
+    /** Feature names in order; when given, every site must have exactly these. */
+    features: z.array(z.string().min(1).max(200)).min(1).max(100_000).optional(),
+    /** Class names; when given, every site must report the same. */
+    classes: z.array(z.string().min(1).max(200)).min(2).max(10_000).optional(),
+  }),
+  model: ModelSpecSchema,
+  training: z.object({
+    rounds: z.number().int().min(1).max(10_000),
+    localEpochs: z.number().int().min(1).max(1000).default(1),
+    batchSize: z.number().int().min(1).max(65_536).default(32),
+    optimizer: z.enum(['adam', 'sgd']).default('adam'),
+    learningRate: z.number().positive().max(10).default(0.01),
+  }),
+  strategy: z.object({ name: z.enum(['fedavg']).default('fedavg') }).default({ name: 'fedavg' }),
+  participation: z.object({
+    minSites: z.number().int().min(1).max(100_000).default(2),
+    /** Sites by name; when absent, every connected site with the dataset takes part. */
+    sites: z.array(z.string().min(1).max(200)).max(100_000).optional(),
+    roundDeadlineMs: z.number().int().min(100).max(24 * 3600_000).default(120_000),
+    /** How long to wait for `minSites` to be online before a round. */
+    waitForSitesMs: z.number().int().min(0).max(24 * 3600_000).default(600_000),
+    /** Attempts of one round before the study fails. */
+    maxRoundAttempts: z.number().int().min(1).max(100).default(3),
+  }).default({ minSites: 2, roundDeadlineMs: 120_000, waitForSitesMs: 600_000, maxRoundAttempts: 3 }),
+  evaluation: z.object({
+    holdoutFraction: z.number().min(0.05).max(0.5).default(0.2),
+  }).default({ holdoutFraction: 0.2 }),
+  seed: z.number().int().min(0).max(2 ** 31 - 1).default(42),
+});
+export type StudyManifestInput = z.input<typeof StudyManifestSchema>;
+export type StudyManifest = z.output<typeof StudyManifestSchema>;
+
+// ---------------------------------------------------------------- handshake
+
+export const HelloSchema = z.object({
+  protocolVersion: z.string().max(32),
+  siteName: z.string().min(1).max(200).regex(/^[\p{L}\p{N} ._'-]+$/u, 'letters, digits, space and . _ \' - only'),
+  /** Ed25519 public key, base64. */
+  publicKey: b64,
+  agentVersion: z.string().max(64).optional(),
+});
+export type Hello = z.infer<typeof HelloSchema>;
+
+export const ChallengeSchema = z.object({
+  nonce: b64,
+  coordinatorId: z.string().max(128),
+  protocolVersion: z.string().max(32),
+});
+export type Challenge = z.infer<typeof ChallengeSchema>;
+
+export const AuthSchema = z.object({ nonce: b64, signature: b64 });
+export type Auth = z.infer<typeof AuthSchema>;
+
+/** The bytes a site signs to answer a challenge: binds nonce, site name and coordinator id. */
+export function challengeMessage(nonce: string, siteName: string, coordinatorId: string): Uint8Array {
+  return new TextEncoder().encode(`cohort-auth-v1\n${coordinatorId}\n${siteName}\n${nonce}`);
+}
+
+// ---------------------------------------------------------------- tasks (coordinator -> site) and replies
+
+const taskBase = {
+  taskId: id,
+  studyId: id,
+  round: z.number().int().min(0).max(1_000_000),
+  dataset: id,
+  holdoutFraction: z.number().min(0.05).max(0.5),
+  seed: z.number().int().min(0),
+};
+
+export const DescribeTaskSchema = z.object({ kind: z.literal('describe'), ...taskBase });
+export const TrainTaskSchema = z.object({
+  kind: z.literal('train'),
+  ...taskBase,
+  model: ResolvedModelSchema,
+  weights: bytes,
+  localEpochs: z.number().int().min(1),
+  batchSize: z.number().int().min(1),
+  optimizer: z.enum(['adam', 'sgd']),
+  learningRate: z.number().positive(),
+});
+export const EvaluateTaskSchema = z.object({
+  kind: z.literal('evaluate'),
+  ...taskBase,
+  model: ResolvedModelSchema,
+  weights: bytes,
+});
+export const TaskSchema = z.discriminatedUnion('kind', [DescribeTaskSchema, TrainTaskSchema, EvaluateTaskSchema]);
+export type DescribeTask = z.infer<typeof DescribeTaskSchema>;
+export type TrainTask = z.infer<typeof TrainTaskSchema>;
+export type EvaluateTask = z.infer<typeof EvaluateTaskSchema>;
+export type Task = z.infer<typeof TaskSchema>;
+
+export const SchemaReportSchema = z.object({
+  kind: z.enum(['csv', 'images', 'dicom']),
+  label: z.string(),
+  features: z.array(z.object({ name: z.string(), type: z.enum(['number', 'category']) })).optional(),
+  classes: z.array(z.string()),
+  inputShape: z.array(z.number().int().min(1)),
+  examplesRounded: z.number().int().min(0),
+});
+export type SchemaReport = z.infer<typeof SchemaReportSchema>;
+
+/** Evaluation as counts, so pooled metrics (AUC included) come from sums, never from per-patient scores. */
+export const EvalCountsSchema = z.object({
+  n: z.number().int().min(0),
+  lossSum: z.number(),
+  correct: z.number().int().min(0),
+  /** Binary tasks: confusion counts at threshold 0.5 and score histograms per class. */
+  tp: z.number().int().min(0).optional(),
+  fp: z.number().int().min(0).optional(),
+  tn: z.number().int().min(0).optional(),
+  fn: z.number().int().min(0).optional(),
+  histPos: z.array(z.number().int().min(0)).max(100_000).optional(),
+  histNeg: z.array(z.number().int().min(0)).max(100_000).optional(),
+  /** Exact AUC on this site's own hold-out scores. */
+  auc: z.number().min(0).max(1).optional(),
+});
+export type EvalCounts = z.infer<typeof EvalCountsSchema>;
+
+export const TrainResultSchema = z.object({
+  weights: bytes,
+  numExamples: z.number().int().min(1),
+  trainLoss: z.number(),
+  backend: z.string().max(32),
+  durationMs: z.number().min(0),
+});
+export type TrainResult = z.infer<typeof TrainResultSchema>;
+
+export const EvaluateResultSchema = z.object({ counts: EvalCountsSchema });
+export type EvaluateResult = z.infer<typeof EvaluateResultSchema>;
+export const DescribeResultSchema = z.object({ schema: SchemaReportSchema });
+export type DescribeResult = z.infer<typeof DescribeResultSchema>;
+
+export const WireErrorSchema = z.object({
+  code: z.string().refine(isErrorCode, 'unregistered error code'),
+  message: z.string().max(2000),
+  details: z.record(z.string(), z.unknown()).optional(),
+});
+
+/** Every ack is `{ok: true, data}` or `{ok: false, error}`. */
+export type Reply<T> = { ok: true; data: T } | { ok: false; error: WireError };
+
+/** Validates an ack: `{ok: true, data}` with `data` checked by `schema`, or a well-formed coded error. */
+export function parseReply<T extends z.ZodType>(schema: T, raw: unknown, what: string): Reply<z.output<T>> {
+  const shape = parseMessage(z.object({ ok: z.boolean() }).loose(), raw, what);
+  if (shape.ok) return { ok: true, data: parseMessage(schema, (raw as { data?: unknown }).data, what) };
+  const error = parseMessage(WireErrorSchema, (raw as { error?: unknown }).error, `${what} error`);
+  return { ok: false, error: error as WireError };
+}
+
+/** Validates an inbound payload; throws COHORT_ERR_PROTOCOL_MALFORMED with the first issues as details. */
+export function parseMessage<T extends z.ZodType>(schema: T, value: unknown, what: string): z.output<T> {
+  const res = schema.safeParse(value);
+  if (res.success) return res.data;
+  throw new CohortError('COHORT_ERR_PROTOCOL_MALFORMED', `malformed ${what}`, {
+    issues: res.error.issues.slice(0, 5).map((i) => ({ path: i.path.join('.'), message: i.message })),
+  });
+}

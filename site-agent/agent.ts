@@ -1,0 +1,169 @@
+/**
+ * The site agent: dials out to the coordinator (no inbound ports), proves its identity with a signed challenge,
+ * and answers tasks one at a time. Every refusal is a coded reply, never a stack trace.
+ */
+import { io, type Socket } from 'socket.io-client';
+import nacl from 'tweetnacl';
+import type { Logger } from 'pino';
+import { CohortError, toWireError, type ErrorCode, type WireError } from '../protocol/errors.ts';
+import { SITE_NAMESPACE, type AuthAck, type ClientToServerEvents, type HelloAck, type ServerToClientEvents } from '../protocol/events.ts';
+import {
+  TaskSchema, challengeMessage, parseMessage, type DescribeResult, type EvaluateResult, type Reply, type SchemaReport,
+  type Task, type TrainResult,
+} from '../protocol/messages.ts';
+import { decodeTensors, encodeTensors } from '../protocol/codec.ts';
+import { weightShapes } from '../protocol/models.ts';
+import { PROTOCOL_VERSION } from '../protocol/version.ts';
+import { resolveIn, type SiteConfig } from './config.ts';
+import { publicKeyB64, type Identity } from './keys.ts';
+import { CsvSource } from './data/csv-source.ts';
+import type { DataSource } from './data/data-source.ts';
+import { evaluate, train } from './training/trainer.ts';
+
+type ClientSocket = Socket<ServerToClientEvents, ClientToServerEvents>;
+
+/** Refusals after which retrying cannot help: the agent stops instead of hammering the coordinator. */
+const PERMANENT: ReadonlySet<ErrorCode> = new Set(['COHORT_ERR_AUTH_BAD_SIGNATURE', 'COHORT_ERR_AUTH_KEY_MISMATCH', 'COHORT_ERR_AUTH_UNKNOWN_SITE', 'COHORT_ERR_PROTOCOL_VERSION']);
+
+export interface AgentOptions {
+  dir: string;
+  config: SiteConfig;
+  identity: Identity;
+  log: Logger;
+}
+
+export class SiteAgent {
+  private socket: ClientSocket | undefined;
+  private readonly sources = new Map<string, DataSource>();
+  private queue: Promise<unknown> = Promise.resolve();
+  private authenticated = false;
+  siteId: string | undefined;
+  readonly stats = { tasks: 0, refused: 0, connects: 0 };
+
+  constructor(private readonly opts: AgentOptions) {}
+
+  get connected(): boolean {
+    return this.authenticated;
+  }
+
+  /** Connects and authenticates; resolves on the first successful handshake, rejects on a permanent refusal. */
+  start(): Promise<AuthAck> {
+    const { config, log } = this.opts;
+    const url = new URL(SITE_NAMESPACE, config.coordinator).toString();
+    const socket: ClientSocket = io(url, {
+      reconnection: true,
+      reconnectionDelay: config.reconnect.initialDelayMs,
+      reconnectionDelayMax: config.reconnect.maxDelayMs,
+      randomizationFactor: 0.5,
+      transports: ['websocket', 'polling'],
+    });
+    this.socket = socket;
+    socket.on('task', (task, ack) => {
+      const reply = (r: Reply<unknown>) => { if (typeof ack === 'function') ack(r); };
+      if (!this.authenticated) return reply({ ok: false, error: { code: 'COHORT_ERR_AUTH_CHALLENGE_EXPIRED', message: 'not authenticated' } });
+      this.queue = this.queue.then(() => this.handle(task).then(reply));
+    });
+    return new Promise<AuthAck>((resolve, reject) => {
+      let settled = false;
+      socket.on('connect', async () => {
+        this.stats.connects++;
+        try {
+          const ack = await this.handshake(socket);
+          this.authenticated = true;
+          this.siteId = ack.siteId;
+          log.info({ siteId: ack.siteId, coordinator: config.coordinator }, 'connected and authenticated');
+          if (!settled) { settled = true; resolve(ack); }
+        } catch (err) {
+          const e = toWireError(err);
+          log.error({ code: e.code, reason: e.message }, 'handshake refused');
+          if (PERMANENT.has(e.code)) {
+            socket.io.reconnection(false);
+            socket.disconnect();
+            if (!settled) { settled = true; reject(err instanceof CohortError ? err : new CohortError(e.code, e.message)); }
+          }
+        }
+      });
+      socket.on('disconnect', (reason) => {
+        this.authenticated = false;
+        log.warn({ reason }, 'disconnected; will reconnect with backoff');
+      });
+      socket.io.on('reconnect_attempt', (n) => log.info({ attempt: n }, 'reconnecting'));
+      socket.on('connect_error', (err) => log.warn({ reason: err.message }, 'cannot reach coordinator; retrying'));
+    });
+  }
+
+  private async handshake(socket: ClientSocket): Promise<AuthAck> {
+    const { config, identity } = this.opts;
+    const hello = await socket.timeout(15_000).emitWithAck('hello', {
+      protocolVersion: PROTOCOL_VERSION, siteName: config.name, publicKey: publicKeyB64(identity), agentVersion: '0.1.0',
+    }) as Reply<HelloAck>;
+    if (!hello.ok) throw new CohortError(hello.error.code, hello.error.message);
+    const { nonce, coordinatorId } = hello.data.challenge;
+    const signature = nacl.sign.detached(challengeMessage(nonce, config.name, coordinatorId), identity.secretKey);
+    const auth = await socket.timeout(15_000).emitWithAck('auth', { nonce, signature: Buffer.from(signature).toString('base64') }) as Reply<AuthAck>;
+    if (!auth.ok) throw new CohortError(auth.error.code, auth.error.message);
+    return auth.data;
+  }
+
+  async stop(): Promise<void> {
+    this.socket?.io.reconnection(false);
+    this.socket?.disconnect();
+    await this.queue.catch(() => undefined);
+  }
+
+  private source(dataset: string, holdoutFraction: number, seed: number): DataSource {
+    const key = `${dataset}|${holdoutFraction}|${seed}`;
+    let s = this.sources.get(key);
+    if (!s) {
+      const cfg = this.opts.config.datasets.find((d) => d.id === dataset);
+      if (!cfg) throw new CohortError('COHORT_ERR_SITE_DATASET_UNKNOWN', `this site has no dataset "${dataset}"`);
+      s = new CsvSource(resolveIn(this.opts.dir, cfg.path), cfg, { holdoutFraction, seed });
+      this.sources.set(key, s);
+    }
+    return s;
+  }
+
+  /** Runs one task; any failure becomes a coded reply. */
+  async handle(raw: unknown): Promise<Reply<unknown>> {
+    const { log } = this.opts;
+    this.stats.tasks++;
+    try {
+      const task = parseMessage(TaskSchema, raw, 'task');
+      const started = Date.now();
+      const data = await this.run(task);
+      log.info({ task: task.kind, studyId: task.studyId, round: task.round, ms: Date.now() - started }, 'task done');
+      return { ok: true, data };
+    } catch (err) {
+      this.stats.refused++;
+      const error: WireError = err instanceof CohortError ? err.toWire() : { code: 'COHORT_ERR_SITE_TRAINING_FAILED', message: 'local task failed' };
+      log.warn({ code: error.code, reason: error.message, ...(err instanceof CohortError ? {} : { err: String(err) }) }, 'task refused');
+      return { ok: false, error };
+    }
+  }
+
+  private async run(task: Task): Promise<DescribeResult | TrainResult | EvaluateResult> {
+    const src = this.source(task.dataset, task.holdoutFraction, task.seed);
+    if (task.kind === 'describe') {
+      const s = await src.describe();
+      const schema: SchemaReport = {
+        kind: s.kind, label: s.label, classes: s.classes, inputShape: s.inputShape, examplesRounded: s.examplesRounded,
+        ...(s.features ? { features: s.features.map((f) => ({ name: f.name, type: f.type })) } : {}),
+      };
+      return { schema };
+    }
+    const shapes = weightShapes(task.model);
+    const global = decodeTensors(task.weights, { expectShapes: shapes });
+    if (task.kind === 'train') {
+      const started = Date.now();
+      const data = await src.load('train');
+      const out = await train(task.model, global, data, {
+        epochs: task.localEpochs, batchSize: task.batchSize, optimizer: task.optimizer, learningRate: task.learningRate,
+        seed: task.seed + task.round,
+      });
+      if (!Number.isFinite(out.trainLoss)) throw new CohortError('COHORT_ERR_SITE_TRAINING_FAILED', 'training diverged (loss is not finite)');
+      return { weights: encodeTensors(out.weights), numExamples: out.numExamples, trainLoss: out.trainLoss, backend: out.backend, durationMs: Date.now() - started };
+    }
+    const holdout = await src.load('holdout');
+    return { counts: await evaluate(task.model, global, holdout) };
+  }
+}
