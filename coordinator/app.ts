@@ -32,6 +32,7 @@ export interface Coordinator {
   app: FastifyInstance;
   io: Server;
   store: Store;
+  checkpoints: Checkpoints;
   runner: StudyRunner;
   transport: SocketTransport;
   log: Logger;
@@ -62,7 +63,7 @@ export async function createCoordinator(opts: CoordinatorOptions): Promise<Coord
   const coordinatorId = coordinatorIdFor(opts.dataDir);
   const store = await Store.open(opts.dataDir ? join(opts.dataDir, 'store.json') : null, coordinatorId);
   const checkpoints = new Checkpoints(opts.dataDir ? join(opts.dataDir, 'checkpoints') : null);
-  const app: FastifyInstance = Fastify({ loggerInstance: log.child({ component: 'http' }) as FastifyBaseLogger, disableRequestLogging: true, bodyLimit: 1024 * 1024 }) as unknown as FastifyInstance;
+  const app: FastifyInstance = Fastify({ loggerInstance: log.child({ component: 'http' }, { level: 'warn' }) as FastifyBaseLogger, bodyLimit: 1024 * 1024 }) as unknown as FastifyInstance;
   const io = new Server(app.server, { maxHttpBufferSize: opts.maxMessageBytes ?? 256 * 1024 * 1024, serveClient: false });
   const transport = new SocketTransport(io, store, log.child({ component: 'sites' }), { enrollment: opts.enrollment ?? 'open' });
   const events = io.of(EVENTS_NAMESPACE);
@@ -98,7 +99,7 @@ export async function createCoordinator(opts: CoordinatorOptions): Promise<Coord
 
   let closed = false;
   return {
-    app, io, store, runner, transport, log,
+    app, io, store, checkpoints, runner, transport, log,
     async start() {
       await app.listen({ host: opts.host ?? '127.0.0.1', port: opts.port ?? 0 });
       const addr = app.server.address();
