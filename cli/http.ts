@@ -20,7 +20,7 @@ export async function api<T>(base: string, path: string, init: { method?: string
   }
   if (!res.ok) {
     const e = (json as { error?: { code?: string; message?: string } }).error;
-    throw new ApiError(res.status, e?.code ?? 'COHORT_ERR_INTERNAL', e?.message ?? `HTTP ${res.status}`);
+    throw new ApiError(res.status, e?.code ?? 'COHORT_ERR_SERVER_INTERNAL', e?.message ?? `HTTP ${res.status}`);
   }
   return json as T;
 }

@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { join, resolve } from 'node:path';
-import { makeLogger } from '../coordinator/app.ts';
+import { makeLogger } from '../protocol/logging.ts';
 import { SiteAgent } from '../site-agent/agent.ts';
 import { loadSiteConfig, resolveIn, writeSiteConfig, SITE_CONFIG_FILE } from '../site-agent/config.ts';
 import { createIdentity, loadIdentity, publicKeyB64 } from '../site-agent/keys.ts';

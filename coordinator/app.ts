@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { Server } from 'socket.io';
-import pino, { type Logger } from 'pino';
+import type { Logger } from 'pino';
+import { makeLogger } from '../protocol/logging.ts';
 import { CohortError, ERRORS, toWireError } from '../protocol/errors.ts';
 import { EVENTS_NAMESPACE, type StudyEvent } from '../protocol/events.ts';
 import { PROTOCOL_VERSION } from '../protocol/version.ts';
@@ -16,6 +17,8 @@ import { StudyRunner } from './rounds/study-runner.ts';
 import { Store } from './store/store.ts';
 import { SocketTransport } from './transport/socket-transport.ts';
 import { registerStudyRoutes } from './routes/studies.ts';
+
+export { makeLogger };
 
 export interface CoordinatorOptions {
   /** Where the store and checkpoints live; null keeps everything in memory. */
@@ -38,14 +41,6 @@ export interface Coordinator {
   log: Logger;
   start(): Promise<string>;
   close(): Promise<void>;
-}
-
-/** Structured JSON logs; anything that looks like a secret is redacted before it is written. */
-export function makeLogger(name: string, level = process.env.COHORT_LOG_LEVEL ?? 'info'): Logger {
-  return pino({
-    name, level,
-    redact: { paths: ['secretKey', '*.secretKey', 'token', '*.token', 'req.headers.authorization', 'signature', '*.signature'], censor: '[redacted]' },
-  }, pino.destination({ dest: 2, sync: true }));
 }
 
 function coordinatorIdFor(dataDir: string | null): string {

@@ -43,7 +43,7 @@ export const ERRORS = {
   // models
   COHORT_ERR_MODEL_SPEC_INVALID: { http: 400, message: 'model specification is invalid' },
   // generic
-  COHORT_ERR_INTERNAL: { http: 500, message: 'internal error' },
+  COHORT_ERR_SERVER_INTERNAL: { http: 500, message: 'internal error' },
 } as const satisfies Record<string, { http: number; message: string }>;
 
 export type ErrorCode = keyof typeof ERRORS;
@@ -78,5 +78,5 @@ export function isErrorCode(value: unknown): value is ErrorCode {
 /** Turns anything thrown into a WireError without leaking stack traces. */
 export function toWireError(err: unknown): WireError {
   if (err instanceof CohortError) return err.toWire();
-  return { code: 'COHORT_ERR_INTERNAL', message: ERRORS.COHORT_ERR_INTERNAL.message };
+  return { code: 'COHORT_ERR_SERVER_INTERNAL', message: ERRORS.COHORT_ERR_SERVER_INTERNAL.message };
 }

@@ -100,7 +100,7 @@ export class StudyRunner {
         log.info({ studyId }, 'study runner stopped');
         return;
       }
-      const error: WireError = err instanceof CohortError ? err.toWire() : { code: 'COHORT_ERR_INTERNAL', message: String(err) };
+      const error: WireError = err instanceof CohortError ? err.toWire() : { code: 'COHORT_ERR_SERVER_INTERNAL', message: String(err) };
       log.error({ studyId, code: error.code, reason: error.message }, 'study failed');
       await store.updateStudy(studyId, { status: 'failed', error });
       this.emit({ type: 'study', studyId, status: 'failed', message: `${error.code}: ${error.message}` });
@@ -150,7 +150,7 @@ export class StudyRunner {
         if (reply.ok) ok.set(site.name, reply.data);
         else failures.push({ site: site.name, code: reply.error.code, message: reply.error.message, stage });
       } catch (err) {
-        const e = err instanceof CohortError ? err : new CohortError('COHORT_ERR_INTERNAL');
+        const e = err instanceof CohortError ? err : new CohortError('COHORT_ERR_SERVER_INTERNAL');
         failures.push({ site: site.name, code: e.code, message: e.message, stage });
       }
     }));

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import pino, { type Logger } from 'pino';
 import { createCoordinator, type Coordinator, type CoordinatorOptions } from '../../coordinator/app.ts';
 import { SiteAgent } from '../../site-agent/agent.ts';
+import { REDACT_PATHS } from '../../protocol/logging.ts';
 import { loadSiteConfig } from '../../site-agent/config.ts';
 import { loadIdentity } from '../../site-agent/keys.ts';
 import { siteInit } from '../../cli/site-commands.ts';
@@ -23,7 +24,7 @@ export interface CapturedLog {
 export function captureLogger(): CapturedLog {
   const raw: string[] = [];
   const lines: Record<string, unknown>[] = [];
-  const logger = pino({ level: 'debug', redact: { paths: ['secretKey', '*.secretKey', 'token', '*.token', 'signature', '*.signature'], censor: '[redacted]' } }, {
+  const logger = pino({ level: 'debug', redact: { paths: REDACT_PATHS, censor: '[redacted]' } }, {
     write(s: string) {
       raw.push(s);
       lines.push(JSON.parse(s) as Record<string, unknown>);
