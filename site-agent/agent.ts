@@ -37,10 +37,13 @@ export class SiteAgent {
   private readonly sources = new Map<string, DataSource>();
   private queue: Promise<unknown> = Promise.resolve();
   private authenticated = false;
+  private ready: Promise<AuthAck> = Promise.reject(new Error('not connected'));
   siteId: string | undefined;
   readonly stats = { tasks: 0, refused: 0, connects: 0 };
 
-  constructor(private readonly opts: AgentOptions) {}
+  constructor(private readonly opts: AgentOptions) {
+    this.ready.catch(() => undefined);
+  }
 
   get connected(): boolean {
     return this.authenticated;
@@ -60,15 +63,21 @@ export class SiteAgent {
     this.socket = socket;
     socket.on('task', (task, ack) => {
       const reply = (r: Reply<unknown>) => { if (typeof ack === 'function') ack(r); };
-      if (!this.authenticated) return reply({ ok: false, error: { code: 'COHORT_ERR_AUTH_CHALLENGE_EXPIRED', message: 'not authenticated' } });
-      this.queue = this.queue.then(() => this.handle(task).then(reply));
+      // A task can arrive in the same network read as the auth ack, before our handshake promise has resumed:
+      // wait for this connection's handshake rather than refusing.
+      const ready = this.ready;
+      this.queue = this.queue.then(async () => {
+        const ok = await ready.then(() => true, () => false);
+        reply(ok ? await this.handle(task) : { ok: false, error: { code: 'COHORT_ERR_AUTH_CHALLENGE_EXPIRED', message: 'not authenticated' } });
+      });
     });
     return new Promise<AuthAck>((resolve, reject) => {
       let settled = false;
       socket.on('connect', async () => {
         this.stats.connects++;
         try {
-          const ack = await this.handshake(socket);
+          this.ready = this.handshake(socket);
+          const ack = await this.ready;
           this.authenticated = true;
           this.siteId = ack.siteId;
           log.info({ siteId: ack.siteId, coordinator: config.coordinator }, 'connected and authenticated');

@@ -84,7 +84,16 @@ export class StudyRunner {
     };
     try {
       let study = store.mustGetStudy(studyId);
-      if (!study.model) study = await this.prepare(study, check);
+      for (let attempt = 1; !study.model; attempt++) {
+        try {
+          study = await this.prepare(study, check);
+        } catch (err) {
+          // A site may drop or still be connecting during the schema check: try again before giving up.
+          if (!(err instanceof CohortError) || err.code !== 'COHORT_ERR_STUDY_NOT_ENOUGH_SITES' || attempt >= study.manifest.participation.maxRoundAttempts) throw err;
+          log.warn({ studyId, attempt, code: err.code, reason: err.message }, 'schema check incomplete; retrying');
+          await new Promise((r) => setTimeout(r, 1000));
+        }
+      }
       while (study.completedRounds < study.manifest.training.rounds) {
         check();
         await this.runRound(study, study.completedRounds + 1, check);
