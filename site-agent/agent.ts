@@ -30,6 +30,11 @@ export interface AgentOptions {
   config: SiteConfig;
   identity: Identity;
   log: Logger;
+  /**
+   * Where a dataset id leads. Default: the datasets registered in site.json. Simulations pass in-memory
+   * partitions here so that virtual sites run this same agent code.
+   */
+  sourceFor?: (dataset: string, split: { holdoutFraction: number; seed: number }) => DataSource;
 }
 
 export class SiteAgent {
@@ -123,6 +128,10 @@ export class SiteAgent {
   private source(dataset: string, holdoutFraction: number, seed: number): DataSource {
     const key = `${dataset}|${holdoutFraction}|${seed}`;
     let s = this.sources.get(key);
+    if (!s && this.opts.sourceFor) {
+      s = this.opts.sourceFor(dataset, { holdoutFraction, seed });
+      this.sources.set(key, s);
+    }
     if (!s) {
       const cfg = this.opts.config.datasets.find((d) => d.id === dataset);
       if (!cfg) throw new CohortError('COHORT_ERR_SITE_DATASET_UNKNOWN', `this site has no dataset "${dataset}"`);

@@ -19,7 +19,7 @@ import type { StudyEvent } from '../../protocol/events.ts';
 import type { Checkpoints } from '../checkpoints.ts';
 import type { RoundRecord, SiteFailure, Store, StudyRecord } from '../store/store.ts';
 import { strategyFor } from '../strategies/fedavg.ts';
-import type { FitResult } from '../strategies/strategy.ts';
+import { weightedMean, type FitResult } from '../strategies/strategy.ts';
 import type { OnlineSite, Transport } from '../transport/transport.ts';
 import type { z } from 'zod';
 
@@ -256,7 +256,9 @@ export class StudyRunner {
         }
         continue;
       }
-      const next: Tensor[] = strategy.aggregate(global, results);
+      const next: Tensor[] = strategy.aggregate(global, strategy.requires === 'sum'
+        ? { kind: 'mean', ...weightedMean(results), sites: results.map((r) => r.site) }
+        : { kind: 'individual', results }, round);
       const numExamples = results.reduce((n, r) => n + r.numExamples, 0);
       this.emit({ type: 'round', studyId: study.id, round, status: 'evaluating' });
       const nextBytes = encodeTensors(next);

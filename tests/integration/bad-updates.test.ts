@@ -82,10 +82,10 @@ describe('bad updates from a site', () => {
 describe('FedAvg', () => {
   it('should weight site models by their example counts', () => {
     const g = [{ shape: [2], data: new Float32Array([0, 0]) }];
-    const out = new FedAvg().aggregate(g, [
+    const out = new FedAvg().aggregate(g, { kind: 'individual', results: [
       { site: 'a', numExamples: 100, weights: [{ shape: [2], data: new Float32Array([1, 2]) }] },
       { site: 'b', numExamples: 300, weights: [{ shape: [2], data: new Float32Array([5, 6]) }] },
-    ]);
+    ] }, 1);
     expect([...out[0]!.data]).toEqual([4, 5]);
   });
 });
