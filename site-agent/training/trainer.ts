@@ -6,7 +6,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { Tensor } from '../../protocol/codec.ts';
 import type { EvalCounts, ResolvedModel } from '../../protocol/messages.ts';
-import { HISTOGRAM_BINS, binOf, exactAuc } from '../../protocol/metrics.ts';
+import { DEFAULT_MIN_CELL_COUNT, HISTOGRAM_BINS, binOf, exactAuc, suppressSiteCounts } from '../../protocol/metrics.ts';
 import { buildModel, getWeights, lossName, outputUnits, setWeights } from '../../protocol/models.ts';
 import type { LoadedSplit } from '../data/data-source.ts';
 import { selectBackend, type BackendName } from './backends.ts';
@@ -88,8 +88,11 @@ export async function train(resolved: ResolvedModel, global: readonly Tensor[], 
   }
 }
 
-/** Scores a hold-out split into counts: confusion counts, score histograms and summed loss (see protocol/metrics). */
-export async function evaluate(resolved: ResolvedModel, weights: readonly Tensor[], data: LoadedSplit): Promise<EvalCounts> {
+/**
+ * Scores a hold-out split into counts: confusion counts, score histograms and summed loss (see protocol/metrics).
+ * A value the site derives itself (its exact AUC) is withheld when fewer than `minCellCount` cases are behind it.
+ */
+export async function evaluate(resolved: ResolvedModel, weights: readonly Tensor[], data: LoadedSplit, opts: { minCellCount?: number } = {}): Promise<EvalCounts> {
   await selectBackend();
   const model = buildModel(resolved);
   try {
@@ -114,7 +117,7 @@ export async function evaluate(resolved: ResolvedModel, weights: readonly Tensor
       const counts: EvalCounts = { n: data.n, lossSum, correct: tp + tn, tp, fp, tn, fn, histPos, histNeg };
       const auc = exactAuc(scores.subarray(0, data.n), data.y);
       if (auc !== undefined) counts.auc = auc;
-      return counts;
+      return suppressSiteCounts(counts, opts.minCellCount ?? DEFAULT_MIN_CELL_COUNT);
     }
     const k = resolved.numClasses;
     let correct = 0, lossSum = 0;
