@@ -10,6 +10,8 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { api } from './http.ts';
 import { siteInit } from './site-commands.ts';
+import { createResearcherKey, signedStudyRequest } from './researcher.ts';
+import { newToken } from '../coordinator/auth.ts';
 import { watchStudy } from './watch.ts';
 import type { StudyManifestInput } from '../protocol/messages.ts';
 
@@ -59,8 +61,8 @@ export function demoManifest(rounds: number, sites: number): StudyManifestInput 
   };
 }
 
-function spawnCohort(args: string[], logFile: string): ChildProcess {
-  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env } });
+function spawnCohort(args: string[], logFile: string, env: Record<string, string> = {}): ChildProcess {
+  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   const log: string[] = [];
   child.stderr?.on('data', (d: Buffer) => log.push(d.toString()));
   child.on('exit', () => writeFileSync(logFile, log.join('')));
@@ -88,24 +90,32 @@ export async function runDemo(o: DemoOptions): Promise<number> {
   process.once('SIGINT', () => { cleanup(); process.exit(130); });
   try {
     console.log(`Cohort demo: 1 coordinator + ${o.sites} site agents (separate processes) on loopback; working dir ${dir}`);
-    const coord = spawnCohort(['coordinator', '--data-dir', join(dir, 'coordinator'), '--port', '0'], join(dir, 'coordinator.log'));
+    // The demo plays every role: it seeds the admin token, signs the study as a researcher, and has each site's
+    // policy auto-approve that researcher (a real site would run `cohort site approve`).
+    const token = newToken('cht');
+    const coord = spawnCohort(['coordinator', '--data-dir', join(dir, 'coordinator'), '--port', '0'], join(dir, 'coordinator.log'), { COHORT_ADMIN_TOKEN: token });
     children.push(coord);
     const url = await waitForUrl(coord);
     console.log(`coordinator: ${url}`);
+    const researcher = createResearcherKey(join(dir, 'researcher.json'), 'Demo Researcher');
     const parts = splitCsvForSites(WDBC, o.sites);
-    parts.forEach((csv, i) => {
+    for (const [i, csv] of parts.entries()) {
       const name = `Hospital ${String.fromCharCode(65 + i)}`;
       const siteDir = join(dir, `site-${i + 1}`);
       mkdirSync(siteDir, { recursive: true });
       writeFileSync(join(siteDir, 'wdbc.csv'), csv);
-      siteInit({ dir: siteDir, coordinator: url, name, dataset: 'wdbc', csv: join(siteDir, 'wdbc.csv'), label: 'malignant' });
+      const invite = await api<{ token: string }>(url, '/api/admin/site-invites', { method: 'POST', token, body: { name } });
+      await siteInit({
+        dir: siteDir, coordinator: url, name, token: invite.token, dataset: 'wdbc', csv: join(siteDir, 'wdbc.csv'), label: 'malignant',
+        policy: { autoApprove: [{ name: researcher.name, publicKey: researcher.publicKey }] },
+      });
       children.push(spawnCohort(['site', 'run', '--dir', siteDir], join(dir, `site-${i + 1}.log`)));
-      console.log(`site agent: ${name} with ${csv.trim().split('\n').length - 1} patients (records stay in ${siteDir})`);
-    });
-    const { study } = await api<{ study: { id: string } }>(url, '/api/studies', { method: 'POST', body: demoManifest(o.rounds, o.sites) });
-    await api(url, `/api/studies/${study.id}/start`, { method: 'POST' });
-    console.log(`study ${study.id} started: ${o.rounds} rounds of FedAvg, logistic regression\n`);
-    const final = await watchStudy(url, study.id, { watch: true, json: false });
+      console.log(`site agent: ${name} with ${csv.trim().split('\n').length - 1} patients, enrolled with a one-time token (records stay in ${siteDir})`);
+    }
+    const { study } = await api<{ study: { id: string } }>(url, '/api/studies', { method: 'POST', token, body: signedStudyRequest(demoManifest(o.rounds, o.sites), researcher) });
+    await api(url, `/api/studies/${study.id}/start`, { method: 'POST', token });
+    console.log(`study ${study.id} (manifest signed by ${researcher.name}) started: ${o.rounds} rounds of FedAvg, logistic regression\n`);
+    const final = await watchStudy(url, study.id, { watch: true, json: false, token });
     const last = final.rounds.at(-1);
     if (final.study.status !== 'completed' || !last) {
       console.error(`study ended ${final.study.status}${final.study.error ? `: ${final.study.error.code} ${final.study.error.message}` : ''}; logs in ${dir}`);
@@ -115,7 +125,8 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     console.log(`\nPooled hold-out (${p.n} patients across ${o.sites} sites, never seen in training):`);
     console.log(`  AUC ${p.auc?.toFixed(3)}   accuracy ${p.accuracy.toFixed(3)}   sensitivity ${p.sensitivity?.toFixed(3)}   specificity ${p.specificity?.toFixed(3)}`);
     console.log(`\nAPI: ${url}/api/studies/${study.id}   model: ${url}/api/studies/${study.id}/model/model.json`);
-    console.log(`logs: ${dir}/*.log`);
+    console.log(`logs: ${dir}/*.log   site ledgers: cohort site audit --dir ${join(dir, 'site-1')} --verify`);
+    if (o.keep) console.log(`admin token for this demo: export COHORT_TOKEN=${token}`);
     if (o.keep) {
       console.log('coordinator and agents keep running; Ctrl-C to stop');
       await new Promise(() => undefined);

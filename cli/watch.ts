@@ -2,16 +2,16 @@ import { api } from './http.ts';
 import { formatRow, progressBar, TABLE_HEADER, type RoundRow } from './render.ts';
 
 export interface StatusResponse {
-  study: { id: string; name: string; status: string; completedRounds: number; rounds: number; error?: { code: string; message: string } };
+  study: { id: string; name: string; status: string; completedRounds: number; rounds: number; error?: { code: string; message: string }; refusals?: Record<string, { code: string; message: string }> };
   rounds: RoundRow[];
 }
 
-export async function watchStudy(base: string, id: string, o: { watch: boolean; json: boolean; onRound?: (r: RoundRow) => void }): Promise<StatusResponse> {
+export async function watchStudy(base: string, id: string, o: { watch: boolean; json: boolean; token?: string | undefined; onRound?: (r: RoundRow) => void }): Promise<StatusResponse> {
   let printed = 0;
   let headerShown = false;
   const tty = process.stdout.isTTY;
   for (;;) {
-    const s = await api<StatusResponse>(base, `/api/studies/${encodeURIComponent(id)}`);
+    const s = await api<StatusResponse>(base, `/api/studies/${encodeURIComponent(id)}`, { token: o.token });
     if (o.json) {
       console.log(JSON.stringify(s, null, 2));
       return s;
@@ -32,6 +32,7 @@ export async function watchStudy(base: string, id: string, o: { watch: boolean; 
     if (ended || !o.watch) {
       if (!o.watch) console.log(`${progressBar(s.study.completedRounds, s.study.rounds)}  ${s.study.status}`);
       if (s.study.error) console.log(`error: ${s.study.error.code}: ${s.study.error.message}`);
+      for (const [site, r] of Object.entries(s.study.refusals ?? {})) console.log(`  ${site}: ${r.code} ${r.message}`);
       return s;
     }
     await new Promise((r) => setTimeout(r, 400));

@@ -17,6 +17,9 @@ import { StudyRunner } from './rounds/study-runner.ts';
 import { Store } from './store/store.ts';
 import { SocketTransport } from './transport/socket-transport.ts';
 import { registerStudyRoutes } from './routes/studies.ts';
+import { registerAdminRoutes } from './routes/admin.ts';
+import { AuthRateLimiter, hashToken, lookupApiToken, newToken, requireRole } from './auth.ts';
+import { loadOrCreateCoordinatorIdentity } from './identity.ts';
 
 export { makeLogger };
 
@@ -25,10 +28,14 @@ export interface CoordinatorOptions {
   dataDir: string | null;
   host?: string;
   port?: number;
-  enrollment?: 'open' | 'closed';
+  enrollment?: 'open' | 'token';
   logger?: Logger;
   /** Largest socket.io message (weights frames included). */
   maxMessageBytes?: number;
+  /** Seed the admin token instead of generating one (automation); only its hash is stored. */
+  adminToken?: string;
+  /** socket.io transports to accept; `['polling']` emulates networks that block WebSocket. */
+  transports?: ('polling' | 'websocket')[];
 }
 
 export interface Coordinator {
@@ -39,6 +46,9 @@ export interface Coordinator {
   runner: StudyRunner;
   transport: SocketTransport;
   log: Logger;
+  /** Set only when this start created the first admin token: show it once, it is not stored. */
+  initialAdminToken: string | undefined;
+  coordinatorPublicKey: string;
   start(): Promise<string>;
   close(): Promise<void>;
 }
@@ -56,12 +66,42 @@ export async function createCoordinator(opts: CoordinatorOptions): Promise<Coord
   const log = opts.logger ?? makeLogger('cohort-coordinator');
   if (opts.dataDir) mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
   const coordinatorId = coordinatorIdFor(opts.dataDir);
+  const identity = loadOrCreateCoordinatorIdentity(opts.dataDir);
   const store = await Store.open(opts.dataDir ? join(opts.dataDir, 'store.json') : null, coordinatorId);
   const checkpoints = new Checkpoints(opts.dataDir ? join(opts.dataDir, 'checkpoints') : null);
+
+  // The first admin token: generated once (or seeded), only its hash kept.
+  let initialAdminToken: string | undefined;
+  const hasAdmin = store.listTokens().some((t) => t.kind === 'api' && t.role === 'admin' && !t.revokedAt);
+  if (opts.adminToken && !lookupApiToken(store, opts.adminToken)) {
+    await store.addToken({ id: `tok-${randomBytes(4).toString('hex')}`, kind: 'api', hash: hashToken(opts.adminToken), role: 'admin', name: 'admin (seeded)', createdAt: new Date().toISOString() });
+  } else if (!hasAdmin && !opts.adminToken) {
+    initialAdminToken = newToken('cht');
+    await store.addToken({ id: `tok-${randomBytes(4).toString('hex')}`, kind: 'api', hash: hashToken(initialAdminToken), role: 'admin', name: 'admin', createdAt: new Date().toISOString() });
+  }
+
   const app: FastifyInstance = Fastify({ loggerInstance: log.child({ component: 'http' }, { level: 'warn' }) as FastifyBaseLogger, bodyLimit: 1024 * 1024 }) as unknown as FastifyInstance;
-  const io = new Server(app.server, { maxHttpBufferSize: opts.maxMessageBytes ?? 256 * 1024 * 1024, serveClient: false });
-  const transport = new SocketTransport(io, store, log.child({ component: 'sites' }), { enrollment: opts.enrollment ?? 'open' });
+  const io = new Server(app.server, {
+    maxHttpBufferSize: opts.maxMessageBytes ?? 256 * 1024 * 1024, serveClient: false,
+    ...(opts.transports ? { transports: opts.transports } : {}),
+  });
+  const transport = new SocketTransport(io, store, log.child({ component: 'sites' }), { enrollment: opts.enrollment ?? 'token', identity });
+  const limiter = new AuthRateLimiter();
+  const auth = {
+    viewer: requireRole(store, limiter, 'viewer'),
+    researcher: requireRole(store, limiter, 'researcher'),
+    admin: requireRole(store, limiter, 'admin'),
+  };
+
+  // Live events for dashboards and watchers: a viewer token is required, as for the REST API.
   const events = io.of(EVENTS_NAMESPACE);
+  events.use((socket, next) => {
+    const token = (socket.handshake.auth as { token?: unknown } | undefined)?.token;
+    if (limiter.blocked(socket.handshake.address)) return next(new Error('COHORT_ERR_AUTH_RATE_LIMITED'));
+    if (typeof token === 'string' && lookupApiToken(store, token)) return next();
+    limiter.fail(socket.handshake.address);
+    next(new Error(token ? 'COHORT_ERR_AUTH_TOKEN_INVALID' : 'COHORT_ERR_AUTH_TOKEN_MISSING'));
+  });
   const emit = (e: StudyEvent) => events.emit('event', e);
   transport.onChange(() => emit({ type: 'site', at: new Date().toISOString(), message: `${transport.onlineSites().length} sites online` }));
   const runner = new StudyRunner({ store, transport, checkpoints, log: log.child({ component: 'runner' }), emit });
@@ -84,17 +124,24 @@ export async function createCoordinator(opts: CoordinatorOptions): Promise<Coord
   app.setNotFoundHandler((_req, reply) => {
     void reply.status(404).send({ error: { code: 'COHORT_ERR_PROTOCOL_UNKNOWN_EVENT', message: 'no such endpoint' } });
   });
+  app.addHook('onSend', async (_req, reply, payload) => {
+    reply.header('x-content-type-options', 'nosniff');
+    reply.header('referrer-policy', 'no-referrer');
+    reply.header('x-frame-options', 'DENY');
+    return payload;
+  });
 
   app.get('/healthz', async () => ({ ok: true, protocolVersion: PROTOCOL_VERSION, coordinatorId, sitesOnline: transport.onlineSites().length }));
-  app.get('/api/sites', async () => {
+  app.get('/api/sites', { preHandler: auth.viewer }, async () => {
     const online = new Set(transport.onlineSites().map((s) => s.id));
-    return { sites: store.listSites().map((s) => ({ id: s.id, name: s.name, registeredAt: s.registeredAt, lastSeenAt: s.lastSeenAt, online: online.has(s.id) })) };
+    return { sites: store.listSites().map((s) => ({ id: s.id, name: s.name, registeredAt: s.registeredAt, lastSeenAt: s.lastSeenAt, online: online.has(s.id), ...(s.revokedAt ? { revokedAt: s.revokedAt } : {}) })) };
   });
-  registerStudyRoutes(app, { store, runner, checkpoints, emit });
+  registerStudyRoutes(app, { store, runner, checkpoints, emit, auth });
+  registerAdminRoutes(app, { store, transport, auth, limiter, identity, log: log.child({ component: 'admin' }) });
 
   let closed = false;
   return {
-    app, io, store, checkpoints, runner, transport, log,
+    app, io, store, checkpoints, runner, transport, log, initialAdminToken, coordinatorPublicKey: identity.publicKeyB64,
     async start() {
       await app.listen({ host: opts.host ?? '127.0.0.1', port: opts.port ?? 0 });
       const addr = app.server.address();

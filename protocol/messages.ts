@@ -66,6 +66,10 @@ export const StudyManifestSchema = z.object({
     /** Attempts of one round before the study fails. */
     maxRoundAttempts: z.number().int().min(1).max(100).default(3),
   }).default({ minSites: 2, roundDeadlineMs: 120_000, waitForSitesMs: 600_000, maxRoundAttempts: 3 }),
+  privacy: z.object({
+    /** Sites' policies may require it; the coordinator then only ever learns the sum of updates. */
+    secureAggregation: z.boolean().default(false),
+  }).default({ secureAggregation: false }),
   evaluation: z.object({
     holdoutFraction: z.number().min(0.05).max(0.5).default(0.2),
   }).default({ holdoutFraction: 0.2 }),
@@ -82,6 +86,8 @@ export const HelloSchema = z.object({
   /** Ed25519 public key, base64. */
   publicKey: b64,
   agentVersion: z.string().max(64).optional(),
+  /** Random nonce the coordinator must sign, so a site that pinned the coordinator's key can check it. */
+  clientNonce: b64.optional(),
 });
 export type Hello = z.infer<typeof HelloSchema>;
 
@@ -89,6 +95,9 @@ export const ChallengeSchema = z.object({
   nonce: b64,
   coordinatorId: z.string().max(128),
   protocolVersion: z.string().max(32),
+  coordinatorPublicKey: b64,
+  /** Signature over `coordinatorProofMessage(coordinatorId, siteName, clientNonce, nonce)` when a clientNonce came. */
+  coordinatorSignature: b64.optional(),
 });
 export type Challenge = z.infer<typeof ChallengeSchema>;
 
@@ -102,8 +111,18 @@ export function challengeMessage(nonce: string, siteName: string, coordinatorId:
 
 // ---------------------------------------------------------------- tasks (coordinator -> site) and replies
 
+/** The manifest exactly as the researcher wrote it, with its hash and (optionally) the researcher's signature. */
+export const SignedManifestSchema = z.object({
+  raw: z.unknown(),
+  hash: z.string().regex(/^[0-9a-f]{64}$/),
+  signature: b64.optional(),
+  researcherPublicKey: b64.optional(),
+});
+export type SignedManifest = z.infer<typeof SignedManifestSchema>;
+
 const taskBase = {
   taskId: id,
+  manifest: SignedManifestSchema,
   studyId: id,
   round: z.number().int().min(0).max(1_000_000),
   dataset: id,
@@ -121,6 +140,8 @@ export const TrainTaskSchema = z.object({
   batchSize: z.number().int().min(1),
   optimizer: z.enum(['adam', 'sgd']),
   learningRate: z.number().positive(),
+  /** How many sites this round's aggregate combines (site policies may set a minimum). */
+  participants: z.number().int().min(1),
 });
 export const EvaluateTaskSchema = z.object({
   kind: z.literal('evaluate'),

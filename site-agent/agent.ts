@@ -4,12 +4,20 @@
  */
 import { io, type Socket } from 'socket.io-client';
 import nacl from 'tweetnacl';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { HttpsProxyAgent } from 'https-proxy-agent';
+import { coordinatorProofMessage, fromB64, manifestHash as hashOf, verifyManifest } from '../protocol/signing.ts';
+import { StudyManifestSchema } from '../protocol/messages.ts';
+import { checkManifest, checkTask } from './policy.ts';
+import { Approvals } from './approvals.ts';
+import { Ledger } from './ledger.ts';
 import type { Logger } from 'pino';
 import { CohortError, toWireError, type ErrorCode, type WireError } from '../protocol/errors.ts';
 import { SITE_NAMESPACE, type AuthAck, type ClientToServerEvents, type HelloAck, type ServerToClientEvents } from '../protocol/events.ts';
 import {
   TaskSchema, challengeMessage, parseMessage, type DescribeResult, type EvaluateResult, type Reply, type SchemaReport,
-  type Task, type TrainResult,
+  type StudyManifest, type Task, type TrainResult,
 } from '../protocol/messages.ts';
 import { decodeTensors, encodeTensors } from '../protocol/codec.ts';
 import { weightShapes } from '../protocol/models.ts';
@@ -23,7 +31,10 @@ import { evaluate, train } from './training/trainer.ts';
 type ClientSocket = Socket<ServerToClientEvents, ClientToServerEvents>;
 
 /** Refusals after which retrying cannot help: the agent stops instead of hammering the coordinator. */
-const PERMANENT: ReadonlySet<ErrorCode> = new Set(['COHORT_ERR_AUTH_BAD_SIGNATURE', 'COHORT_ERR_AUTH_KEY_MISMATCH', 'COHORT_ERR_AUTH_UNKNOWN_SITE', 'COHORT_ERR_PROTOCOL_VERSION']);
+const PERMANENT: ReadonlySet<ErrorCode> = new Set([
+  'COHORT_ERR_AUTH_BAD_SIGNATURE', 'COHORT_ERR_AUTH_KEY_MISMATCH', 'COHORT_ERR_AUTH_UNKNOWN_SITE', 'COHORT_ERR_AUTH_SITE_REVOKED',
+  'COHORT_ERR_AUTH_COORDINATOR_MISMATCH', 'COHORT_ERR_PROTOCOL_VERSION',
+]);
 
 export interface AgentOptions {
   dir: string;
@@ -35,6 +46,21 @@ export interface AgentOptions {
    * partitions here so that virtual sites run this same agent code.
    */
   sourceFor?: (dataset: string, split: { holdoutFraction: number; seed: number }) => DataSource;
+  /** false: keep no ledger (virtual sites in simulations only). */
+  ledger?: boolean;
+}
+
+/** Approximate size on the wire: binary fields at their length, the rest as JSON. */
+export function wireBytes(value: unknown): number {
+  let binary = 0;
+  const json = JSON.stringify(value, (_k, v: unknown) => {
+    if (v instanceof Uint8Array) {
+      binary += v.byteLength;
+      return null;
+    }
+    return v;
+  });
+  return binary + (json ? Buffer.byteLength(json) : 0);
 }
 
 export class SiteAgent {
@@ -46,8 +72,13 @@ export class SiteAgent {
   siteId: string | undefined;
   readonly stats = { tasks: 0, refused: 0, connects: 0 };
 
+  private readonly approvals: Approvals;
+  private readonly ledger: Ledger | undefined;
+
   constructor(private readonly opts: AgentOptions) {
     this.ready.catch(() => undefined);
+    this.approvals = new Approvals(opts.dir);
+    this.ledger = opts.ledger === false ? undefined : new Ledger(join(opts.dir, 'ledger.jsonl'), opts.identity.secretKey);
   }
 
   get connected(): boolean {
@@ -58,13 +89,17 @@ export class SiteAgent {
   start(): Promise<AuthAck> {
     const { config, log } = this.opts;
     const url = new URL(SITE_NAMESPACE, config.coordinator).toString();
+    const proxy = config.proxy ?? process.env.HTTPS_PROXY ?? process.env.https_proxy ?? process.env.HTTP_PROXY ?? process.env.http_proxy;
     const socket: ClientSocket = io(url, {
       reconnection: true,
       reconnectionDelay: config.reconnect.initialDelayMs,
       reconnectionDelayMax: config.reconnect.maxDelayMs,
       randomizationFactor: 0.5,
-      transports: ['websocket', 'polling'],
+      // Polling first, then upgrade: works where a proxy or firewall blocks WebSocket.
+      transports: config.transports,
+      ...(proxy ? { agent: new HttpsProxyAgent(proxy) as unknown as string } : {}),
     });
+    if (proxy) log.info({ proxy: new URL(proxy).origin }, 'connecting through proxy');
     this.socket = socket;
     socket.on('task', (task, ack) => {
       const reply = (r: Reply<unknown>) => { if (typeof ack === 'function') ack(r); };
@@ -108,11 +143,19 @@ export class SiteAgent {
 
   private async handshake(socket: ClientSocket): Promise<AuthAck> {
     const { config, identity } = this.opts;
+    const clientNonce = randomBytes(32).toString('base64');
     const hello = await socket.timeout(15_000).emitWithAck('hello', {
-      protocolVersion: PROTOCOL_VERSION, siteName: config.name, publicKey: publicKeyB64(identity), agentVersion: '0.1.0',
+      protocolVersion: PROTOCOL_VERSION, siteName: config.name, publicKey: publicKeyB64(identity), agentVersion: '0.1.0', clientNonce,
     }) as Reply<HelloAck>;
     if (!hello.ok) throw new CohortError(hello.error.code, hello.error.message);
-    const { nonce, coordinatorId } = hello.data.challenge;
+    const { nonce, coordinatorId, coordinatorPublicKey, coordinatorSignature } = hello.data.challenge;
+    if (config.coordinatorPublicKey) {
+      // Pinned at enrollment: the coordinator must prove it holds that key by signing our fresh nonce.
+      const proof = coordinatorProofMessage(coordinatorId, config.name, clientNonce, nonce);
+      const ok = coordinatorPublicKey === config.coordinatorPublicKey && coordinatorSignature !== undefined
+        && nacl.sign.detached.verify(proof, fromB64(coordinatorSignature), fromB64(config.coordinatorPublicKey));
+      if (!ok) throw new CohortError('COHORT_ERR_AUTH_COORDINATOR_MISMATCH', 'the coordinator could not prove the identity pinned at enrollment');
+    }
     const signature = nacl.sign.detached(challengeMessage(nonce, config.name, coordinatorId), identity.secretKey);
     const auth = await socket.timeout(15_000).emitWithAck('auth', { nonce, signature: Buffer.from(signature).toString('base64') }) as Reply<AuthAck>;
     if (!auth.ok) throw new CohortError(auth.error.code, auth.error.message);
@@ -141,21 +184,72 @@ export class SiteAgent {
     return s;
   }
 
-  /** Runs one task; any failure becomes a coded reply. */
+  /**
+   * Runs one task; any failure becomes a coded reply. Whatever the reply, it is written to the ledger before it
+   * leaves the site.
+   */
   async handle(raw: unknown): Promise<Reply<unknown>> {
     const { log } = this.opts;
     this.stats.tasks++;
+    let task: Task | undefined;
+    let manifest: StudyManifest | undefined;
     try {
-      const task = parseMessage(TaskSchema, raw, 'task');
+      task = parseMessage(TaskSchema, raw, 'task');
+      manifest = this.authorize(task);
       const started = Date.now();
       const data = await this.run(task);
+      this.record(task, manifest, 'sent', data);
       log.info({ task: task.kind, studyId: task.studyId, round: task.round, ms: Date.now() - started }, 'task done');
       return { ok: true, data };
     } catch (err) {
       this.stats.refused++;
       const error: WireError = err instanceof CohortError ? err.toWire() : { code: 'COHORT_ERR_SITE_TRAINING_FAILED', message: 'local task failed' };
-      log.warn({ code: error.code, reason: error.message, ...(err instanceof CohortError ? {} : { err: String(err) }) }, 'task refused');
+      log.warn({ code: error.code, reason: error.message, ...(task ? { studyId: task.studyId, round: task.round, task: task.kind } : {}), ...(err instanceof CohortError ? {} : { err: String(err) }) }, 'task refused');
+      if (task) this.record(task, manifest, 'refused', error, error.code);
       return { ok: false, error };
+    }
+  }
+
+  private record(task: Task, manifest: StudyManifest | undefined, outcome: 'sent' | 'refused', payload: unknown, code?: string): void {
+    this.ledger?.append({
+      studyId: task.studyId, round: task.round, taskId: task.taskId, kind: task.kind, outcome, bytes: wireBytes(payload),
+      manifestHash: task.manifest.hash, ...(code ? { code } : {}),
+      ...(manifest ? { privacy: { secureAggregation: manifest.privacy.secureAggregation } } : {}),
+    });
+  }
+
+  /**
+   * The hospital's gate: the manifest must hash to what the task claims, carry a valid researcher signature (or
+   * the policy must accept unsigned ones), pass the policy, and be approved for exactly this hash (or come from a
+   * researcher the policy auto-approves). The task must match the approved manifest.
+   */
+  private authorize(task: Task): StudyManifest {
+    const policy = this.opts.config.policy;
+    const m = task.manifest;
+    if (hashOf(m.raw) !== m.hash) throw new CohortError('COHORT_ERR_SITE_MANIFEST_SIGNATURE', 'manifest does not match its hash');
+    if (m.signature !== undefined || m.researcherPublicKey !== undefined) {
+      if (!m.signature || !m.researcherPublicKey || !verifyManifest(m.raw, m.signature, m.researcherPublicKey)) {
+        throw new CohortError('COHORT_ERR_SITE_MANIFEST_SIGNATURE', 'the researcher signature on this manifest does not verify');
+      }
+    } else if (policy.requireSignedManifests) {
+      throw new CohortError('COHORT_ERR_POLICY_UNSIGNED_MANIFEST', 'this site only accepts studies signed by a researcher key');
+    }
+    const manifest = parseMessage(StudyManifestSchema, m.raw, 'study manifest');
+    const offer = { studyId: task.studyId, name: manifest.name, manifestHash: m.hash, manifest: m.raw, ...(m.researcherPublicKey ? { researcherPublicKey: m.researcherPublicKey } : {}) };
+    try {
+      checkManifest(policy, manifest);
+      checkTask(policy, manifest, task);
+      const decision = this.approvals.decisionFor(task.studyId, m.hash);
+      if (decision?.decision === 'rejected') throw new CohortError('COHORT_ERR_SITE_STUDY_REJECTED', decision.reason ?? 'rejected by the site');
+      const auto = m.signature !== undefined && policy.autoApprove.some((r) => r.publicKey === m.researcherPublicKey);
+      if (decision?.decision !== 'approved' && !auto) {
+        throw new CohortError('COHORT_ERR_SITE_STUDY_NOT_APPROVED', `study ${task.studyId} awaits approval at this site (cohort site approve ${task.studyId})`);
+      }
+      if (task.kind === 'describe') this.approvals.see(offer);
+      return manifest;
+    } catch (err) {
+      if (task.kind === 'describe') this.approvals.see(offer, err instanceof CohortError ? err.code : 'COHORT_ERR_SERVER_INTERNAL');
+      throw err;
     }
   }
 

@@ -6,6 +6,7 @@ import { readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import { z } from 'zod';
 import { CohortError } from '../protocol/errors.ts';
+import { PolicySchema } from './policy.ts';
 
 export const CsvDatasetSchema = z.object({
   id: z.string().min(1).max(128).regex(/^[A-Za-z0-9._:-]+$/),
@@ -24,7 +25,15 @@ export type CsvDatasetConfig = z.infer<typeof CsvDatasetSchema>;
 export const SiteConfigSchema = z.object({
   name: z.string().min(1).max(200),
   coordinator: z.string().url(),
+  /** The coordinator's Ed25519 key, pinned at enrollment; the agent refuses a coordinator that cannot prove it. */
+  coordinatorPublicKey: z.string().optional(),
+  siteId: z.string().optional(),
   keyFile: z.string().default('keys/identity.json'),
+  /** HTTP(S) proxy for the outbound connection; default: HTTPS_PROXY / HTTP_PROXY from the environment. */
+  proxy: z.string().url().optional(),
+  /** socket.io transports in order; long-polling first upgrades to WebSocket where the network allows it. */
+  transports: z.array(z.enum(['polling', 'websocket'])).min(1).default(['polling', 'websocket']),
+  policy: PolicySchema.default(PolicySchema.parse({})),
   datasets: z.array(CsvDatasetSchema).default([]),
   reconnect: z.object({
     initialDelayMs: z.number().int().min(50).default(1000),

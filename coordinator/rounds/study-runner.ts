@@ -22,6 +22,7 @@ import { strategyFor } from '../strategies/fedavg.ts';
 import { weightedMean, type FitResult } from '../strategies/strategy.ts';
 import type { OnlineSite, Transport } from '../transport/transport.ts';
 import type { z } from 'zod';
+import { manifestHash } from '../../protocol/signing.ts';
 
 export interface RunnerDeps {
   store: Store;
@@ -84,16 +85,7 @@ export class StudyRunner {
     };
     try {
       let study = store.mustGetStudy(studyId);
-      for (let attempt = 1; !study.model; attempt++) {
-        try {
-          study = await this.prepare(study, check);
-        } catch (err) {
-          // A site may drop or still be connecting during the schema check: try again before giving up.
-          if (!(err instanceof CohortError) || err.code !== 'COHORT_ERR_STUDY_NOT_ENOUGH_SITES' || attempt >= study.manifest.participation.maxRoundAttempts) throw err;
-          log.warn({ studyId, attempt, code: err.code, reason: err.message }, 'schema check incomplete; retrying');
-          await new Promise((r) => setTimeout(r, 1000));
-        }
-      }
+      if (!study.model) study = await this.prepare(study, check);
       while (study.completedRounds < study.manifest.training.rounds) {
         check();
         await this.runRound(study, study.completedRounds + 1, check);
@@ -136,8 +128,13 @@ export class StudyRunner {
   }
 
   private baseTask(study: StudyRecord, round: number) {
+    const raw = study.manifestRaw ?? study.manifest;
     return {
       taskId: randomUUID(),
+      manifest: {
+        raw, hash: study.manifestHash ?? manifestHash(raw),
+        ...(study.signature && study.researcherPublicKey ? { signature: study.signature, researcherPublicKey: study.researcherPublicKey } : {}),
+      },
       studyId: study.id,
       round,
       dataset: study.manifest.task.dataset,
@@ -149,11 +146,14 @@ export class StudyRunner {
   /** Sends a task to many sites at once; replies are validated against `schema`. Failures are data. */
   private async fanOut<S extends z.ZodType>(
     sites: readonly OnlineSite[], makeTask: (s: OnlineSite) => Task, schema: S, timeoutMs: number, stage: SiteFailure['stage'],
-  ): Promise<{ ok: Map<string, z.output<S>>; failures: SiteFailure[] }> {
+  ): Promise<{ ok: Map<string, z.output<S>>; failures: SiteFailure[]; taskIds: Record<string, string> }> {
     const ok = new Map<string, z.output<S>>();
     const failures: SiteFailure[] = [];
+    const taskIds: Record<string, string> = {};
     await Promise.all(sites.map(async (site) => {
-      const raw = await this.deps.transport.send(site.id, makeTask(site), timeoutMs);
+      const task = makeTask(site);
+      taskIds[site.name] = task.taskId;
+      const raw = await this.deps.transport.send(site.id, task, timeoutMs);
       try {
         const reply = parseReply(schema, raw, `${stage} reply`);
         if (reply.ok) ok.set(site.name, reply.data);
@@ -164,37 +164,46 @@ export class StudyRunner {
       }
     }));
     for (const f of failures) this.deps.log.warn({ site: f.site, code: f.code, stage, reason: f.message }, 'site task failed');
-    return { ok, failures };
+    return { ok, failures, taskIds };
   }
 
-  /** Before round 1: every participating site describes its data; shapes and classes must agree with the manifest. */
+  /**
+   * Before round 1: participating sites describe their data; label, features and classes must match the manifest
+   * and each other. Sites that have not approved the study yet (or refuse it by policy) are asked again until
+   * enough accept or the study's wait limit passes; each site's latest refusal is shown to the researcher.
+   */
   private async prepare(study: StudyRecord, check: () => void): Promise<StudyRecord> {
     const { store, checkpoints, log } = this.deps;
     const p = study.manifest.participation;
-    const sites = await this.waitForSites(study, p.minSites, check);
-    const { ok, failures } = await this.fanOut(sites, () => ({ kind: 'describe', ...this.baseTask(study, 0) }), DescribeResultSchema, p.roundDeadlineMs, 'describe');
-    const schemas: Record<string, SchemaReport> = {};
     const t = study.manifest.task;
-    for (const [name, { schema }] of ok) {
-      const problems: string[] = [];
-      if (schema.label !== t.label) problems.push(`label ${schema.label} != ${t.label}`);
-      if (t.features && JSON.stringify(schema.features?.map((f) => f.name)) !== JSON.stringify(t.features)) problems.push('features differ from the manifest');
-      if (t.classes && JSON.stringify(schema.classes) !== JSON.stringify(t.classes)) problems.push('classes differ from the manifest');
-      if (problems.length) failures.push({ site: name, code: 'COHORT_ERR_SITE_SCHEMA_MISMATCH', message: problems.join('; '), stage: 'describe' });
-      else schemas[name] = schema;
-    }
-    const names = Object.keys(schemas);
-    const first = schemas[names[0] ?? ''];
-    for (const n of names) {
-      const s = schemas[n]!;
-      if (first && (JSON.stringify(s.inputShape) !== JSON.stringify(first.inputShape) || JSON.stringify(s.classes) !== JSON.stringify(first.classes))) {
-        failures.push({ site: n, code: 'COHORT_ERR_SITE_SCHEMA_MISMATCH', message: `input shape or classes differ from site ${names[0]}`, stage: 'describe' });
-        delete schemas[n];
+    const deadline = Date.now() + p.waitForSitesMs;
+    const schemas: Record<string, SchemaReport> = {};
+    for (;;) {
+      check();
+      const online = await this.waitForSites(study, 1, check);
+      const ask = online.filter((s) => !schemas[s.name]);
+      const { ok, failures } = await this.fanOut(ask, () => ({ kind: 'describe', ...this.baseTask(study, 0) }), DescribeResultSchema, p.roundDeadlineMs, 'describe');
+      for (const [name, { schema }] of ok) {
+        const problems: string[] = [];
+        if (schema.label !== t.label) problems.push(`label ${schema.label} != ${t.label}`);
+        if (t.features && JSON.stringify(schema.features?.map((f) => f.name)) !== JSON.stringify(t.features)) problems.push('features differ from the manifest');
+        if (t.classes && JSON.stringify(schema.classes) !== JSON.stringify(t.classes)) problems.push('classes differ from the manifest');
+        const first = Object.values(schemas)[0];
+        if (first && (JSON.stringify(schema.inputShape) !== JSON.stringify(first.inputShape) || JSON.stringify(schema.classes) !== JSON.stringify(first.classes))) {
+          problems.push('input shape or classes differ from the other sites');
+        }
+        if (problems.length) failures.push({ site: name, code: 'COHORT_ERR_SITE_SCHEMA_MISMATCH', message: problems.join('; '), stage: 'describe' });
+        else schemas[name] = schema;
       }
+      study = await this.recordRefusals(study, failures);
+      const accepted = Object.keys(schemas);
+      if (accepted.length >= p.minSites) break;
+      if (Date.now() > deadline) {
+        throw new CohortError('COHORT_ERR_STUDY_NOT_ENOUGH_SITES', `${accepted.length} sites accepted the study with matching data, ${p.minSites} needed`, { refusals: study.refusals ?? {} });
+      }
+      await new Promise((r) => setTimeout(r, 1000));
     }
-    if (!first || Object.keys(schemas).length < p.minSites) {
-      throw new CohortError('COHORT_ERR_STUDY_NOT_ENOUGH_SITES', `${Object.keys(schemas).length} sites with matching data, ${p.minSites} needed`, { failures });
-    }
+    const first = Object.values(schemas)[0]!;
     const model: ResolvedModel = { spec: study.manifest.model, inputShape: first.inputShape, numClasses: first.classes.length };
     const tfModel = buildModel(model, study.manifest.seed);
     const initial = getWeights(tfModel);
@@ -203,6 +212,14 @@ export class StudyRunner {
     log.info({ studyId: study.id, sites: Object.keys(schemas), inputShape: model.inputShape }, 'schemas checked; model initialised');
     this.emit({ type: 'study', studyId: study.id, status: 'running', message: `schemas checked for ${Object.keys(schemas).length} sites` });
     return store.updateStudy(study.id, { model, schemas });
+  }
+
+  /** Keeps each site's latest refusal (not approved, policy, schema) on the study, for the researcher to see. */
+  private async recordRefusals(study: StudyRecord, failures: readonly SiteFailure[]): Promise<StudyRecord> {
+    if (failures.length === 0) return study;
+    const refusals = { ...study.refusals };
+    for (const f of failures) refusals[f.site] = { code: f.code, message: f.message, at: new Date().toISOString() };
+    return this.deps.store.updateStudy(study.id, { refusals });
   }
 
   private async runRound(study: StudyRecord, round: number, check: () => void): Promise<void> {
@@ -229,9 +246,10 @@ export class StudyRunner {
       const t = study.manifest.training;
       const train = await this.fanOut(sites, () => ({
         kind: 'train', ...this.baseTask(study, round), model, weights: globalBytes,
-        localEpochs: t.localEpochs, batchSize: t.batchSize, optimizer: t.optimizer, learningRate: t.learningRate,
+        localEpochs: t.localEpochs, batchSize: t.batchSize, optimizer: t.optimizer, learningRate: t.learningRate, participants: sites.length,
       }), TrainResultSchema, p.roundDeadlineMs, 'train');
       check();
+      study = await this.recordRefusals(study, train.failures);
       // Validate every update at the edge: a frame of the wrong shape, oversized, or with NaN is refused alone.
       const results: FitResult[] = [];
       const failures = [...train.failures];
@@ -276,6 +294,7 @@ export class StudyRunner {
       const record: RoundRecord = {
         studyId: study.id, round, participants: results.map((r) => r.site), failures: [...failures, ...ev.failures],
         numExamples, trainLoss: lossSum / numExamples, pooled: metricsFromCounts(pooledCounts), pooledCounts, perSite,
+        tasks: Object.fromEntries(results.map((r) => [r.site, { train: train.taskIds[r.site]!, ...(ev.taskIds[r.site] ? { evaluate: ev.taskIds[r.site]! } : {}) }])),
         attempts: attempt, startedAt: startedAt.toISOString(), completedAt: completedAt.toISOString(),
         durationMs: completedAt.getTime() - startedAt.getTime(),
       };

@@ -1,5 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, preHandlerAsyncHookHandler } from 'fastify';
+import { z } from 'zod';
+import { manifestHash, verifyManifest } from '../../protocol/signing.ts';
+import { principalOf } from '../auth.ts';
 import * as tf from '@tensorflow/tfjs';
 import { CohortError } from '../../protocol/errors.ts';
 import { StudyManifestSchema, parseMessage } from '../../protocol/messages.ts';
@@ -15,7 +18,18 @@ interface Deps {
   runner: StudyRunner;
   checkpoints: Checkpoints;
   emit: (e: StudyEvent) => void;
+  auth: { viewer: preHandlerAsyncHookHandler; researcher: preHandlerAsyncHookHandler; admin: preHandlerAsyncHookHandler };
 }
+
+/** A create request: a bare manifest, or a manifest signed by a researcher's Ed25519 key. */
+const CreateSchema = z.union([
+  z.object({
+    manifest: z.unknown(),
+    signature: z.string().max(128).regex(/^[A-Za-z0-9+/=]+$/),
+    researcherPublicKey: z.string().max(64).regex(/^[A-Za-z0-9+/=]+$/),
+  }),
+  z.object({ manifest: z.unknown() }).transform((b) => ({ manifest: b.manifest })),
+]);
 
 function summary(s: StudyRecord) {
   return {
@@ -39,43 +53,68 @@ export async function modelArtifacts(study: StudyRecord, checkpoints: Checkpoint
   return saved!;
 }
 
-export function registerStudyRoutes(app: FastifyInstance, { store, runner, checkpoints, emit }: Deps): void {
-  app.get('/api/studies', async () => ({ studies: store.listStudies().map(summary) }));
+export function registerStudyRoutes(app: FastifyInstance, { store, runner, checkpoints, emit, auth }: Deps): void {
+  app.get('/api/studies', { preHandler: auth.viewer }, async () => ({ studies: store.listStudies().map(summary) }));
 
-  app.post('/api/studies', async (req, reply) => {
-    const manifest = parseMessage(StudyManifestSchema, (req.body as { manifest?: unknown } | null)?.manifest ?? req.body, 'study manifest');
+  app.post('/api/studies', { preHandler: auth.researcher }, async (req, reply) => {
+    const body = req.body as Record<string, unknown> | null;
+    const wrapped: { manifest: unknown; signature?: string; researcherPublicKey?: string } =
+      body && typeof body === 'object' && 'manifest' in body ? parseMessage(CreateSchema, body, 'study request') : { manifest: body };
+    const manifestRaw = wrapped.manifest;
+    const manifest = parseMessage(StudyManifestSchema, manifestRaw, 'study manifest');
+    let signed: { signature: string; researcherPublicKey: string } | undefined;
+    if (wrapped.signature !== undefined && wrapped.researcherPublicKey !== undefined) {
+      // Refuse a bad signature here already; sites verify it again themselves.
+      if (!verifyManifest(manifestRaw, wrapped.signature, wrapped.researcherPublicKey)) {
+        throw new CohortError('COHORT_ERR_SITE_MANIFEST_SIGNATURE', 'the manifest signature does not verify with the given researcher key');
+      }
+      signed = { signature: wrapped.signature, researcherPublicKey: wrapped.researcherPublicKey };
+    }
     const now = new Date().toISOString();
-    const study: StudyRecord = { id: `study-${randomUUID().slice(0, 8)}`, manifest, status: 'created', createdAt: now, updatedAt: now, completedRounds: 0 };
+    const createdBy = principalOf(req)?.name;
+    const study: StudyRecord = {
+      id: `study-${randomUUID().slice(0, 8)}`, manifest, manifestRaw, manifestHash: manifestHash(manifestRaw),
+      status: 'created', createdAt: now, updatedAt: now, completedRounds: 0, ...(signed ?? {}), ...(createdBy ? { createdBy } : {}),
+    };
     await store.addStudy(study);
+    await store.appendAudit({ action: 'study.created', actor: createdBy, studyId: study.id, details: { manifestHash: study.manifestHash, signed: Boolean(signed) } });
     emit({ type: 'study', studyId: study.id, status: 'created', at: now });
-    return reply.status(201).send({ study: summary(study) });
+    return reply.status(201).send({ study: { ...summary(study), manifestHash: study.manifestHash } });
   });
 
-  app.get<{ Params: { id: string } }>('/api/studies/:id', async (req) => {
+  app.get<{ Params: { id: string } }>('/api/studies/:id', { preHandler: auth.viewer }, async (req) => {
     const s = store.mustGetStudy(req.params.id);
-    return { study: { ...summary(s), manifest: s.manifest, model: s.model, schemas: s.schemas, running: runner.isRunning(s.id) }, rounds: store.listRounds(s.id) };
+    return {
+      study: {
+        ...summary(s), manifest: s.manifest, manifestHash: s.manifestHash, signed: Boolean(s.signature), model: s.model, schemas: s.schemas,
+        running: runner.isRunning(s.id), ...(s.refusals ? { refusals: s.refusals } : {}),
+      },
+      rounds: store.listRounds(s.id),
+    };
   });
 
-  app.post<{ Params: { id: string } }>('/api/studies/:id/start', async (req) => {
+  app.post<{ Params: { id: string } }>('/api/studies/:id/start', { preHandler: auth.researcher }, async (req) => {
     const s = store.mustGetStudy(req.params.id);
     if (s.status === 'completed' || s.status === 'failed') throw new CohortError('COHORT_ERR_STUDY_BAD_STATE', `study is ${s.status}`);
     const updated = await store.updateStudy(s.id, { status: 'running' });
+    await store.appendAudit({ action: 'study.started', actor: principalOf(req)?.name, studyId: s.id });
     runner.start(s.id);
     emit({ type: 'study', studyId: s.id, status: 'running', at: new Date().toISOString() });
     return { study: summary(updated) };
   });
 
-  app.post<{ Params: { id: string } }>('/api/studies/:id/stop', async (req) => {
+  app.post<{ Params: { id: string } }>('/api/studies/:id/stop', { preHandler: auth.researcher }, async (req) => {
     const s = store.mustGetStudy(req.params.id);
     if (s.status !== 'running') throw new CohortError('COHORT_ERR_STUDY_BAD_STATE', `study is ${s.status}`);
     await runner.stop(s.id);
     const updated = await store.updateStudy(s.id, { status: 'stopped' });
+    await store.appendAudit({ action: 'study.stopped', actor: principalOf(req)?.name, studyId: s.id });
     emit({ type: 'study', studyId: s.id, status: 'stopped', at: new Date().toISOString() });
     return { study: summary(updated) };
   });
 
   // tfjs layers format: `tf.loadLayersModel('<coordinator>/api/studies/<id>/model/model.json')` works directly.
-  app.get<{ Params: { id: string } }>('/api/studies/:id/model/model.json', async (req) => {
+  app.get<{ Params: { id: string } }>('/api/studies/:id/model/model.json', { preHandler: auth.researcher }, async (req) => {
     const s = store.mustGetStudy(req.params.id);
     const a = await modelArtifacts(s, checkpoints);
     return {
@@ -84,7 +123,7 @@ export function registerStudyRoutes(app: FastifyInstance, { store, runner, check
       userDefinedMetadata: { studyId: s.id, round: s.completedRounds, manifest: s.manifest },
     };
   });
-  app.get<{ Params: { id: string } }>('/api/studies/:id/model/weights.bin', async (req, reply) => {
+  app.get<{ Params: { id: string } }>('/api/studies/:id/model/weights.bin', { preHandler: auth.researcher }, async (req, reply) => {
     const s = store.mustGetStudy(req.params.id);
     const a = await modelArtifacts(s, checkpoints);
     const data = a.weightData;

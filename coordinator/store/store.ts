@@ -14,6 +14,12 @@ export type StudyStatus = 'created' | 'running' | 'stopped' | 'completed' | 'fai
 export interface StudyRecord {
   id: string;
   manifest: StudyManifest;
+  /** The manifest exactly as the researcher submitted (and signed) it; sites verify and approve this. */
+  manifestRaw?: unknown;
+  manifestHash?: string;
+  signature?: string;
+  researcherPublicKey?: string;
+  createdBy?: string;
   status: StudyStatus;
   createdAt: string;
   updatedAt: string;
@@ -22,6 +28,8 @@ export interface StudyRecord {
   /** Set once every site's schema is checked, before round 1. */
   model?: ResolvedModel;
   schemas?: Record<string, SchemaReport>;
+  /** Latest coded refusal per site (not approved, policy breach, ...), shown to the researcher. */
+  refusals?: Record<string, { code: string; message: string; at: string }>;
   error?: WireError;
 }
 
@@ -42,6 +50,8 @@ export interface RoundRecord {
   pooled: Metrics;
   pooledCounts: EvalCounts;
   perSite: Record<string, Metrics>;
+  /** Task ids per participating site; they match the `taskId` in each site's ledger. */
+  tasks?: Record<string, { train: string; evaluate?: string }>;
   attempts: number;
   startedAt: string;
   completedAt: string;
@@ -54,6 +64,34 @@ export interface SiteRecord {
   publicKey: string;
   registeredAt: string;
   lastSeenAt: string;
+  revokedAt?: string;
+  /** Id of the enrollment token used, if any. */
+  enrolledWith?: string;
+}
+
+export interface TokenRecord {
+  id: string;
+  kind: 'api' | 'enrollment';
+  /** SHA-256 of the token; the token itself is never stored. */
+  hash: string;
+  role: string;
+  name: string;
+  createdAt: string;
+  expiresAt?: string;
+  usedAt?: string;
+  revokedAt?: string;
+}
+
+/** The coordinator's own audit trail; ids (study, round, task) match the sites' ledgers. */
+export interface AuditRecord {
+  seq: number;
+  at: string;
+  action: string;
+  actor?: string | undefined;
+  studyId?: string;
+  round?: number;
+  site?: string;
+  details?: Record<string, unknown>;
 }
 
 export interface StoreData {
@@ -62,6 +100,8 @@ export interface StoreData {
   studies: StudyRecord[];
   rounds: RoundRecord[];
   sites: SiteRecord[];
+  tokens: TokenRecord[];
+  audit: AuditRecord[];
 }
 
 export class Store {
@@ -70,10 +110,12 @@ export class Store {
   private constructor(private readonly db: Low<StoreData>) {}
 
   static async open(file: string | null, coordinatorId: string): Promise<Store> {
-    const initial: StoreData = { version: 1, coordinatorId, studies: [], rounds: [], sites: [] };
+    const initial: StoreData = { version: 1, coordinatorId, studies: [], rounds: [], sites: [], tokens: [], audit: [] };
     const db = new Low<StoreData>(file ? new JSONFile<StoreData>(file) : new Memory<StoreData>(), initial);
     await db.read();
     db.data ??= initial;
+    db.data.tokens ??= [];
+    db.data.audit ??= [];
     return new Store(db);
   }
 
@@ -139,6 +181,10 @@ export class Store {
       d.rounds.push(structuredClone(record));
       s.completedRounds = record.round;
       s.updatedAt = record.completedAt;
+      d.audit.push({
+        seq: (d.audit.at(-1)?.seq ?? 0) + 1, at: record.completedAt, action: 'round.completed', studyId: record.studyId, round: record.round,
+        details: { participants: record.participants, tasks: record.tasks ?? {}, failures: record.failures.map((f) => ({ site: f.site, code: f.code })) },
+      });
     });
   }
   listRounds(studyId: string): RoundRecord[] {
@@ -161,6 +207,59 @@ export class Store {
       d.sites.push(structuredClone(site));
     });
   }
+  revokeSite(id: string): Promise<SiteRecord> {
+    return this.mutate((d) => {
+      const s = d.sites.find((x) => x.id === id || x.name === id);
+      if (!s) throw new CohortError('COHORT_ERR_AUTH_UNKNOWN_SITE', `no site ${id}`);
+      s.revokedAt ??= new Date().toISOString();
+      return structuredClone(s);
+    });
+  }
+
+  // tokens
+  listTokens(): TokenRecord[] {
+    return this.db.data.tokens.map((t) => ({ ...t }));
+  }
+  addToken(t: TokenRecord): Promise<void> {
+    return this.mutate((d) => {
+      d.tokens.push({ ...t });
+    });
+  }
+  /**
+   * Spends a one-time enrollment token and registers the site in the same write, so a token enrolls one site only
+   * even when two requests race.
+   */
+  enrollSite(tokenHash: string, site: SiteRecord): Promise<void> {
+    return this.mutate((d) => {
+      const t = d.tokens.find((x) => x.kind === 'enrollment' && x.hash === tokenHash);
+      if (!t || t.usedAt || t.revokedAt || (t.expiresAt && Date.parse(t.expiresAt) <= Date.now())) {
+        throw new CohortError('COHORT_ERR_AUTH_ENROLLMENT_TOKEN');
+      }
+      if (t.name && t.name !== site.name) throw new CohortError('COHORT_ERR_AUTH_ENROLLMENT_TOKEN', `this token was issued for site "${t.name}"`);
+      if (d.sites.some((x) => x.name === site.name)) throw new CohortError('COHORT_ERR_AUTH_KEY_MISMATCH', `site ${site.name} is already registered`);
+      t.usedAt = new Date().toISOString();
+      d.sites.push({ ...structuredClone(site), enrolledWith: t.id });
+    });
+  }
+  revokeToken(id: string): Promise<void> {
+    return this.mutate((d) => {
+      const t = d.tokens.find((x) => x.id === id);
+      if (t) t.revokedAt ??= new Date().toISOString();
+    });
+  }
+
+  // audit
+  appendAudit(entry: Omit<AuditRecord, 'seq' | 'at'>): Promise<AuditRecord> {
+    return this.mutate((d) => {
+      const rec: AuditRecord = { seq: (d.audit.at(-1)?.seq ?? 0) + 1, at: new Date().toISOString(), ...structuredClone(entry) };
+      d.audit.push(rec);
+      return structuredClone(rec);
+    });
+  }
+  listAudit(filter: { studyId?: string } = {}): AuditRecord[] {
+    return structuredClone(this.db.data.audit.filter((a) => !filter.studyId || a.studyId === filter.studyId));
+  }
+
   touchSite(id: string): Promise<void> {
     return this.mutate((d) => {
       const s = d.sites.find((x) => x.id === id);

@@ -13,6 +13,8 @@ import {
 } from '../../protocol/messages.ts';
 import { SITE_NAMESPACE, type AuthAck, type ClientToServerEvents, type HelloAck, type ServerToClientEvents } from '../../protocol/events.ts';
 import { PROTOCOL_VERSION, isCompatibleProtocol } from '../../protocol/version.ts';
+import { b64, coordinatorProofMessage, fromB64 } from '../../protocol/signing.ts';
+import type { CoordinatorIdentity } from '../identity.ts';
 import type { Store } from '../store/store.ts';
 import type { OnlineSite, Transport } from './transport.ts';
 
@@ -28,15 +30,12 @@ interface Pending {
 }
 
 export interface SocketTransportOptions {
-  /** 'open': an unknown site name is registered on first contact (trust on first use); 'closed': refused. */
-  enrollment: 'open' | 'closed';
-}
-
-function b64(bytes: Uint8Array): string {
-  return Buffer.from(bytes).toString('base64');
-}
-function fromB64(s: string): Uint8Array {
-  return new Uint8Array(Buffer.from(s, 'base64'));
+  /**
+   * 'token' (default): only sites enrolled with a one-time token (POST /api/enroll) may connect.
+   * 'open': an unknown site name is registered on first contact (trust on first use), for development.
+   */
+  enrollment: 'open' | 'token';
+  identity: CoordinatorIdentity;
 }
 
 export class SocketTransport implements Transport {
@@ -83,6 +82,14 @@ export class SocketTransport implements Transport {
     });
   }
 
+  /** Cuts a site off at once (revocation): its socket is closed and it cannot authenticate again. */
+  disconnectSite(siteId: string): boolean {
+    const entry = this.sockets.get(siteId);
+    if (!entry) return false;
+    entry.socket.disconnect(true);
+    return true;
+  }
+
   private onConnection(socket: SiteSocket): void {
     let pending: Pending | undefined;
     let siteId: string | undefined;
@@ -119,7 +126,14 @@ export class SocketTransport implements Transport {
           throw new CohortError('COHORT_ERR_PROTOCOL_MALFORMED', 'public key must be 32 bytes');
         }
         pending = { hello, nonce: b64(randomBytes(32)), issuedAt: Date.now() };
-        const reply: HelloAck = { challenge: { nonce: pending.nonce, coordinatorId: this.store.coordinatorId, protocolVersion: PROTOCOL_VERSION } };
+        const { identity } = this.opts;
+        const coordinatorId = this.store.coordinatorId;
+        const reply: HelloAck = {
+          challenge: {
+            nonce: pending.nonce, coordinatorId, protocolVersion: PROTOCOL_VERSION, coordinatorPublicKey: identity.publicKeyB64,
+            ...(hello.clientNonce ? { coordinatorSignature: b64(nacl.sign.detached(coordinatorProofMessage(coordinatorId, hello.siteName, hello.clientNonce, pending.nonce), identity.secretKey)) } : {}),
+          },
+        };
         if (typeof ack === 'function') ack({ ok: true, data: reply });
       } catch (err) {
         refuse(ack, err, false);
@@ -139,6 +153,7 @@ export class SocketTransport implements Transport {
         const ok = nacl.sign.detached.verify(challengeMessage(p.nonce, p.hello.siteName, this.store.coordinatorId), fromB64(auth.signature), pub);
         if (!ok) throw new CohortError('COHORT_ERR_AUTH_BAD_SIGNATURE', undefined, { site: p.hello.siteName });
         let record = this.store.getSiteByName(p.hello.siteName);
+        if (record?.revokedAt) throw new CohortError('COHORT_ERR_AUTH_SITE_REVOKED', `site ${record.name} was revoked`, { site: record.name });
         if (record && record.publicKey !== p.hello.publicKey) {
           throw new CohortError('COHORT_ERR_AUTH_KEY_MISMATCH', `site ${p.hello.siteName} is registered with another key`, { site: p.hello.siteName });
         }

@@ -45,7 +45,7 @@ describe('bad updates from a site', () => {
 
   for (const [what, code, bad] of cases) {
     it(`should refuse ${what} with ${code}, log it, and aggregate only the honest sites`, async () => {
-      const c = await startCoordinator();
+      const c = await startCoordinator({ enrollment: 'open' });
       coordinator = c.coordinator;
       sites = await startSites(c.url, 2);
       rogue = await connectRogue(c.url, 'Rogue', rogueHandler(bad));
@@ -64,7 +64,7 @@ describe('bad updates from a site', () => {
   }
 
   it('should leave the round and store unchanged when bad updates leave too few sites', async () => {
-    const c = await startCoordinator();
+    const c = await startCoordinator({ enrollment: 'open' });
     coordinator = c.coordinator;
     sites = await startSites(c.url, 1);
     rogue = await connectRogue(c.url, 'Rogue', rogueHandler(cases[0]![2]));

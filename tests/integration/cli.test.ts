@@ -3,7 +3,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startCoordinator, startSites, tempDir, waitFor, type TestSite } from '../helpers/cluster.ts';
+import { adminTokenFor, RESEARCHER, startCoordinator, startSites, tempDir, waitFor, type TestSite } from '../helpers/cluster.ts';
 import type { Coordinator } from '../../coordinator/app.ts';
 
 const run = promisify(execFile);
@@ -59,8 +59,10 @@ describe('the cohort CLI', () => {
       m.training.rounds = 2;
       m.participation.minSites = 2;
       (await import('node:fs')).writeFileSync(manifest, JSON.stringify(m));
-      const env = { COHORT_URL: url };
-      const id = (await cohort(['study', 'create', manifest], env)).stdout.trim();
+      const env = { COHORT_URL: url, COHORT_TOKEN: adminTokenFor(url) };
+      const keyFile = join(tempDir(), 'researcher.json');
+      (await import('node:fs')).writeFileSync(keyFile, JSON.stringify({ name: RESEARCHER.name, publicKey: RESEARCHER.publicKey, secretKey: Buffer.from(RESEARCHER.secretKey).toString('base64') }), { mode: 0o600 });
+      const id = (await cohort(['study', 'create', manifest, '--key', keyFile], env)).stdout.trim();
       expect(id).toMatch(/^study-/);
       expect((await cohort(['study', 'start', id], env)).stdout).toContain('running');
       const watched = (await cohort(['study', 'status', id, '--watch'], env)).stdout;

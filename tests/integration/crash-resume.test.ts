@@ -2,20 +2,26 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { json, startSites, tempDir, waitFor, wdbcManifest, type StudyStatusBody, type TestSite } from '../helpers/cluster.ts';
+import { createStudy, json, rememberAdminToken, startSites, tempDir, waitFor, wdbcManifest, type StudyStatusBody, type TestSite } from '../helpers/cluster.ts';
+import { newToken } from '../../coordinator/auth.ts';
+
+const ADMIN = newToken('cht');
 import type { StoreData } from '../../coordinator/store/store.ts';
 
 const BIN = join(import.meta.dirname, '..', '..', 'bin', 'cohort.js');
 
 function startCoordinatorProcess(dataDir: string, port: number): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, [BIN, 'coordinator', '--data-dir', dataDir, '--port', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [BIN, 'coordinator', '--data-dir', dataDir, '--port', String(port)], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, COHORT_ADMIN_TOKEN: ADMIN } });
   child.stderr!.resume();
   return new Promise((resolve, reject) => {
     let out = '';
     child.stdout!.on('data', (d: Buffer) => {
       out += d.toString();
       const m = /listening on (http:\/\/\S+)/.exec(out);
-      if (m) resolve({ child, url: m[1]! });
+      if (m) {
+        rememberAdminToken(m[1]!, ADMIN);
+        resolve({ child, url: m[1]! });
+      }
     });
     child.once('exit', (code) => reject(new Error(`coordinator exited early (${code})`)));
   });
@@ -36,15 +42,11 @@ describe('a coordinator killed mid-study', () => {
     const port = Number(new URL(first.url).port);
     sites = await startSites(first.url, 3);
     const rounds = 8;
-    const created = await json<{ study: { id: string } }>(first.url, '/api/studies', {
-      method: 'POST',
-      body: wdbcManifest({
-        model: { template: 'mlp', hidden: [32, 16] },
-        training: { rounds, localEpochs: 4, batchSize: 16, optimizer: 'adam', learningRate: 0.01 },
-        participation: { minSites: 3, roundDeadlineMs: 30_000, waitForSitesMs: 30_000, maxRoundAttempts: 3 },
-      }),
-    });
-    const id = created.body.study.id;
+    const id = await createStudy(first.url, wdbcManifest({
+      model: { template: 'mlp', hidden: [32, 16] },
+      training: { rounds, localEpochs: 4, batchSize: 16, optimizer: 'adam', learningRate: 0.01 },
+      participation: { minSites: 3, roundDeadlineMs: 30_000, waitForSitesMs: 30_000, maxRoundAttempts: 3 },
+    }));
     await json(first.url, `/api/studies/${id}/start`, { method: 'POST' });
 
     // Kill while a round is in flight: after round 2 is recorded and before the study ends.

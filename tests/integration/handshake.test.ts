@@ -14,7 +14,8 @@ describe('site authentication', () => {
   let log: CapturedLog;
 
   beforeAll(async () => {
-    ({ coordinator, url, log } = await startCoordinator());
+    // Trust on first use, so that hand-made clients can register; token enrollment is tested in enrollment.test.ts.
+    ({ coordinator, url, log } = await startCoordinator({ enrollment: 'open' }));
   });
   afterAll(async () => coordinator.close());
 
@@ -84,8 +85,8 @@ describe('site authentication', () => {
     expect(health.body.ok).toBe(true);
   });
 
-  it('should refuse unknown sites when enrollment is closed', async () => {
-    const closed = await startCoordinator({ enrollment: 'closed' });
+  it('should refuse sites that did not enroll when enrollment needs a token', async () => {
+    const closed = await startCoordinator({ enrollment: 'token' });
     const s = await connectRogue(closed.url, 'Stranger', () => ({ ok: false }));
     expect(await s.authenticate()).toMatchObject({ ok: false, error: { code: 'COHORT_ERR_AUTH_UNKNOWN_SITE' } });
     expect(closed.coordinator.store.listSites()).toHaveLength(0);

@@ -1,15 +1,16 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as tf from '@tensorflow/tfjs';
-import { runStudy, startCoordinator, startSites, wdbcManifest, json, type TestSite } from '../helpers/cluster.ts';
+import { createStudy, runStudy, startCoordinator, startSites, wdbcManifest, json, type TestSite } from '../helpers/cluster.ts';
 import type { Coordinator } from '../../coordinator/app.ts';
 
 describe('a federated study over real sockets', () => {
   let coordinator: Coordinator;
   let url: string;
+  let adminToken: string;
   let sites: TestSite[];
 
   beforeAll(async () => {
-    ({ coordinator, url } = await startCoordinator());
+    ({ coordinator, url, adminToken } = await startCoordinator());
     sites = await startSites(url, 3);
   });
   afterAll(async () => {
@@ -30,7 +31,7 @@ describe('a federated study over real sockets', () => {
     expect(Object.keys(last.perSite).sort()).toEqual(['Site 1', 'Site 2', 'Site 3']);
 
     // The model downloads in the tfjs layers format and predicts.
-    const model = await tf.loadLayersModel(`${url}/api/studies/${res.study.id}/model/model.json`);
+    const model = await tf.loadLayersModel(`${url}/api/studies/${res.study.id}/model/model.json`, { requestInit: { headers: { authorization: `Bearer ${adminToken}` } } });
     const out = model.predict(tf.zeros([2, 30])) as tf.Tensor;
     expect(out.shape).toEqual([2, 1]);
     const v = await out.data();
@@ -62,11 +63,7 @@ describe('a federated study over real sockets', () => {
   });
 
   it('should finish a round without a site that drops out mid-study', async () => {
-    const created = await json<{ study: { id: string } }>(url, '/api/studies', {
-      method: 'POST',
-      body: wdbcManifest({ training: { rounds: 4, localEpochs: 1, batchSize: 16, optimizer: 'adam', learningRate: 0.05 }, participation: { minSites: 2, roundDeadlineMs: 5_000, waitForSitesMs: 10_000, maxRoundAttempts: 2 } }),
-    });
-    const id = created.body.study.id;
+    const id = await createStudy(url, wdbcManifest({ training: { rounds: 4, localEpochs: 1, batchSize: 16, optimizer: 'adam', learningRate: 0.05 }, participation: { minSites: 2, roundDeadlineMs: 5_000, waitForSitesMs: 10_000, maxRoundAttempts: 2 } }));
     await json(url, `/api/studies/${id}/start`, { method: 'POST' });
     // Take one site away after the first round completes.
     for (;;) {
