@@ -34,6 +34,8 @@ export interface CoordinatorOptions {
   maxMessageBytes?: number;
   /** Seed the admin token instead of generating one (automation); only its hash is stored. */
   adminToken?: string;
+  /** Failed authentications per client address per minute before requests are refused with 429 (default 20). */
+  authFailuresPerMinute?: number;
   /** socket.io transports to accept; `['polling']` emulates networks that block WebSocket. */
   transports?: ('polling' | 'websocket')[];
 }
@@ -86,7 +88,7 @@ export async function createCoordinator(opts: CoordinatorOptions): Promise<Coord
     ...(opts.transports ? { transports: opts.transports } : {}),
   });
   const transport = new SocketTransport(io, store, log.child({ component: 'sites' }), { enrollment: opts.enrollment ?? 'token', identity });
-  const limiter = new AuthRateLimiter();
+  const limiter = new AuthRateLimiter(opts.authFailuresPerMinute ?? 20);
   const auth = {
     viewer: requireRole(store, limiter, 'viewer'),
     researcher: requireRole(store, limiter, 'researcher'),
