@@ -182,7 +182,7 @@ export class StudyRunner {
       check();
       const online = await this.waitForSites(study, 1, check);
       const ask = online.filter((s) => !schemas[s.name]);
-      const { ok, failures } = await this.fanOut(ask, () => ({ kind: 'describe', ...this.baseTask(study, 0) }), DescribeResultSchema, p.roundDeadlineMs, 'describe');
+      const { ok, failures, taskIds } = await this.fanOut(ask, () => ({ kind: 'describe', ...this.baseTask(study, 0) }), DescribeResultSchema, p.roundDeadlineMs, 'describe');
       for (const [name, { schema }] of ok) {
         const problems: string[] = [];
         if (schema.label !== t.label) problems.push(`label ${schema.label} != ${t.label}`);
@@ -193,7 +193,11 @@ export class StudyRunner {
           problems.push('input shape or classes differ from the other sites');
         }
         if (problems.length) failures.push({ site: name, code: 'COHORT_ERR_SITE_SCHEMA_MISMATCH', message: problems.join('; '), stage: 'describe' });
-        else schemas[name] = schema;
+        else {
+          schemas[name] = schema;
+          // The site's acceptance of this manifest hash (its approval), with the task id its ledger records.
+          await store.appendAudit({ action: 'study.accepted', studyId: study.id, site: name, details: { taskId: taskIds[name], manifestHash: study.manifestHash } });
+        }
       }
       study = await this.recordRefusals(study, failures);
       const accepted = Object.keys(schemas);
@@ -218,7 +222,12 @@ export class StudyRunner {
   private async recordRefusals(study: StudyRecord, failures: readonly SiteFailure[]): Promise<StudyRecord> {
     if (failures.length === 0) return study;
     const refusals = { ...study.refusals };
-    for (const f of failures) refusals[f.site] = { code: f.code, message: f.message, at: new Date().toISOString() };
+    for (const f of failures) {
+      if (refusals[f.site]?.code !== f.code) {
+        await this.deps.store.appendAudit({ action: 'study.refused', studyId: study.id, site: f.site, details: { code: f.code, stage: f.stage } });
+      }
+      refusals[f.site] = { code: f.code, message: f.message, at: new Date().toISOString() };
+    }
     return this.deps.store.updateStudy(study.id, { refusals });
   }
 
