@@ -122,6 +122,8 @@ export async function runDemo(o: DemoOptions): Promise<number> {
       return 1;
     }
     const p = last.pooled;
+    const backends = [...new Set(Object.values((last as { backends?: Record<string, string> }).backends ?? {}))];
+    if (backends.length) console.log(`\nSites trained on the tfjs ${backends.join(' and ')} backend${backends.length > 1 ? 's' : ''}${backends.includes('tensorflow') ? '' : ' (native TensorFlow did not load here; see README, Training backends)'}.`);
     console.log(`\nPooled hold-out (${p.n} patients across ${o.sites} sites, never seen in training):`);
     console.log(`  AUC ${p.auc?.toFixed(3)}   accuracy ${p.accuracy.toFixed(3)}   sensitivity ${p.sensitivity?.toFixed(3)}   specificity ${p.specificity?.toFixed(3)}`);
     console.log(`\nAPI: ${url}/api/studies/${study.id}   model: ${url}/api/studies/${study.id}/model/model.json`);

@@ -27,6 +27,7 @@ import { publicKeyB64, type Identity } from './keys.ts';
 import { CsvSource } from './data/csv-source.ts';
 import type { DataSource } from './data/data-source.ts';
 import { evaluate, train } from './training/trainer.ts';
+import { selectBackend } from './training/backends.ts';
 
 type ClientSocket = Socket<ServerToClientEvents, ClientToServerEvents>;
 
@@ -86,7 +87,14 @@ export class SiteAgent {
   }
 
   /** Connects and authenticates; resolves on the first successful handshake, rejects on a permanent refusal. */
-  start(): Promise<AuthAck> {
+  async start(): Promise<AuthAck> {
+    const { log } = this.opts;
+    // Pick the training backend before anything touches tfjs, and say which one this site trains on.
+    log.info({ backend: await selectBackend() }, 'training backend');
+    return this.connect();
+  }
+
+  private connect(): Promise<AuthAck> {
     const { config, log } = this.opts;
     const url = new URL(SITE_NAMESPACE, config.coordinator).toString();
     const proxy = config.proxy ?? process.env.HTTPS_PROXY ?? process.env.https_proxy ?? process.env.HTTP_PROXY ?? process.env.http_proxy;

@@ -262,12 +262,14 @@ export class StudyRunner {
       // Validate every update at the edge: a frame of the wrong shape, oversized, or with NaN is refused alone.
       const results: FitResult[] = [];
       const failures = [...train.failures];
+      const backends: Record<string, string> = {};
       let lossSum = 0;
       for (const [site, r] of train.ok) {
         try {
           const weights = decodeTensors(r.weights, { expectShapes: shapes, maxBytes, requireFinite: true });
           if (!Number.isFinite(r.trainLoss)) throw new CohortError('COHORT_ERR_TENSOR_NONFINITE', 'training loss is not finite');
           results.push({ site, weights, numExamples: r.numExamples });
+          backends[site] = r.backend;
           lossSum += r.trainLoss * r.numExamples;
         } catch (err) {
           const e = err instanceof CohortError ? err : new CohortError('COHORT_ERR_TENSOR_MALFORMED');
@@ -303,6 +305,7 @@ export class StudyRunner {
       const record: RoundRecord = {
         studyId: study.id, round, participants: results.map((r) => r.site), failures: [...failures, ...ev.failures],
         numExamples, trainLoss: lossSum / numExamples, pooled: metricsFromCounts(pooledCounts), pooledCounts, perSite,
+        backends,
         tasks: Object.fromEntries(results.map((r) => [r.site, { train: train.taskIds[r.site]!, ...(ev.taskIds[r.site] ? { evaluate: ev.taskIds[r.site]! } : {}) }])),
         attempts: attempt, startedAt: startedAt.toISOString(), completedAt: completedAt.toISOString(),
         durationMs: completedAt.getTime() - startedAt.getTime(),

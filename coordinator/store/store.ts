@@ -50,6 +50,8 @@ export interface RoundRecord {
   pooled: Metrics;
   pooledCounts: EvalCounts;
   perSite: Record<string, Metrics>;
+  /** Which tfjs backend each site trained on (tensorflow, wasm or cpu). */
+  backends?: Record<string, string>;
   /** Task ids per participating site; they match the `taskId` in each site's ledger. */
   tasks?: Record<string, { train: string; evaluate?: string }>;
   attempts: number;
