@@ -18,6 +18,7 @@ import { Store } from './store/store.ts';
 import { SocketTransport } from './transport/socket-transport.ts';
 import { registerStudyRoutes } from './routes/studies.ts';
 import { registerAdminRoutes } from './routes/admin.ts';
+import { registerDashboard } from './routes/dashboard.ts';
 import { AuthRateLimiter, hashToken, lookupApiToken, newToken, requireRole } from './auth.ts';
 import { loadOrCreateCoordinatorIdentity } from './identity.ts';
 
@@ -140,6 +141,7 @@ export async function createCoordinator(opts: CoordinatorOptions): Promise<Coord
   });
   registerStudyRoutes(app, { store, runner, checkpoints, emit, auth });
   registerAdminRoutes(app, { store, transport, auth, limiter, identity, log: log.child({ component: 'admin' }) });
+  registerDashboard(app, { store, auth });
 
   let closed = false;
   return {

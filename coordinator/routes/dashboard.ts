@@ -16,7 +16,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance, FastifyReply, preHandlerAsyncHookHandler } from 'fastify';
 import type { EvalCounts } from '../../protocol/messages.ts';
-import { clinicalMetrics, DEFAULT_MIN_CELL_COUNT, type ClinicalMetrics, type Metrics } from '../../protocol/metrics.ts';
+import { clinicalMetrics, DEFAULT_MIN_CELL_COUNT, wilsonInterval, type ClinicalMetrics, type Metrics } from '../../protocol/metrics.ts';
 import type { RoundRecord, Store } from '../store/store.ts';
 
 export interface DashboardDeps {
@@ -49,10 +49,13 @@ function loadAssets(): Record<string, Asset> {
   };
 }
 
+/** Per-site metrics; `unverifiable` names values whose case counts this coordinator cannot check. */
+export type SiteMetrics = ClinicalMetrics & { unverifiable?: string[] };
+
 /** Per-site clinical metrics for a round: from the site's counts when the round kept them, else only what is safe. */
-function perSiteMetrics(r: RoundRecord, minCellCount: number): Record<string, ClinicalMetrics> {
+function perSiteMetrics(r: RoundRecord, minCellCount: number): Record<string, SiteMetrics> {
   const counts = (r as RoundRecord & { perSiteCounts?: Record<string, EvalCounts> }).perSiteCounts;
-  const out: Record<string, ClinicalMetrics> = {};
+  const out: Record<string, SiteMetrics> = {};
   for (const [site, m] of Object.entries(r.perSite)) {
     const c = counts?.[site];
     out[site] = c ? clinicalMetrics(c, { minCellCount }) : fromSummary(m, minCellCount);
@@ -64,15 +67,15 @@ function perSiteMetrics(r: RoundRecord, minCellCount: number): Record<string, Cl
  * Without the site's counts only n is known, not how many positives and negatives are behind a sensitivity,
  * specificity or AUC; those are withheld rather than shown from a cell that might be tiny.
  */
-function fromSummary(m: Metrics, minCellCount: number): ClinicalMetrics {
-  const out: ClinicalMetrics = { n: m.n, minCellCount, suppressed: [] };
+function fromSummary(m: Metrics, minCellCount: number): SiteMetrics {
+  const out: SiteMetrics = { n: m.n, minCellCount, suppressed: [], unverifiable: [] };
   if (m.n >= minCellCount && m.n > 0) {
     out.loss = m.loss;
-    out.accuracy = { value: m.accuracy, n: m.n, lower: NaN, upper: NaN };
-  } else {
+    out.accuracy = { value: m.accuracy, n: m.n, ...wilsonInterval(Math.round(m.accuracy * m.n), m.n) };
+  } else if (m.n > 0) {
     out.suppressed.push('loss', 'accuracy');
   }
-  for (const k of ['auc', 'sensitivity', 'specificity'] as const) if (m[k] !== undefined) out.suppressed.push(k);
+  for (const k of ['auc', 'sensitivity', 'specificity'] as const) if (m[k] !== undefined) out.unverifiable!.push(k);
   return out;
 }
 
@@ -85,7 +88,7 @@ export interface DashboardRound {
   durationMs: number;
   completedAt: string;
   pooled: ClinicalMetrics;
-  perSite: Record<string, ClinicalMetrics>;
+  perSite: Record<string, SiteMetrics>;
   /** Differential privacy is not implemented yet; the dashboard shows "—" while this is absent. */
   epsilonSpent?: number;
 }
