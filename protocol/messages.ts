@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { CohortError, isErrorCode, type WireError } from './errors.ts';
+import { SecAggInputSchema, SecAggPeerSchema, SecAggSessionSchema, SecureAggregationManifestSchema } from './secagg-messages.ts';
 
 const id = z.string().min(1).max(128).regex(/^[A-Za-z0-9._:-]+$/, 'letters, digits and . _ : - only');
 const bytes = z.custom<Uint8Array>((v) => v instanceof Uint8Array, 'expected binary data');
@@ -67,9 +68,12 @@ export const StudyManifestSchema = z.object({
     maxRoundAttempts: z.number().int().min(1).max(100).default(3),
   }).default({ minSites: 2, roundDeadlineMs: 120_000, waitForSitesMs: 600_000, maxRoundAttempts: 3 }),
   privacy: z.object({
-    /** Sites' policies may require it; the coordinator then only ever learns the sum of updates. */
-    secureAggregation: z.boolean().default(false),
-  }).default({ secureAggregation: false }),
+    /**
+     * Secure aggregation (SecAgg+), on by default: the coordinator only ever learns the weighted sum of the sites'
+     * updates. `false` turns it off; an object sets its parameters (see secagg-messages.ts, docs/privacy.md).
+     */
+    secureAggregation: SecureAggregationManifestSchema,
+  }).default({ secureAggregation: true }),
   evaluation: z.object({
     holdoutFraction: z.number().min(0.05).max(0.5).default(0.2),
   }).default({ holdoutFraction: 0.2 }),
@@ -142,6 +146,8 @@ export const TrainTaskSchema = z.object({
   learningRate: z.number().positive(),
   /** How many sites this round's aggregate combines (site policies may set a minimum). */
   participants: z.number().int().min(1),
+  /** Present when the manifest has secure aggregation: the site replies with a masked vector (stage 3). */
+  secagg: SecAggInputSchema.optional(),
 });
 export const EvaluateTaskSchema = z.object({
   kind: z.literal('evaluate'),
@@ -149,7 +155,20 @@ export const EvaluateTaskSchema = z.object({
   model: ResolvedModelSchema,
   weights: bytes,
 });
-export const TaskSchema = z.discriminatedUnion('kind', [DescribeTaskSchema, TrainTaskSchema, EvaluateTaskSchema]);
+// Secure aggregation stages (the masked input is a `train` task with `secagg`); see docs/protocol.md.
+const sessionId = z.string().regex(/^[0-9a-f]{32}$/);
+export const SecAggAdvertiseTaskSchema = z.object({ kind: z.literal('secagg-advertise'), ...taskBase, session: SecAggSessionSchema });
+export const SecAggShareTaskSchema = z.object({ kind: z.literal('secagg-share'), ...taskBase, sessionId, peers: z.array(SecAggPeerSchema).max(254) });
+export const SecAggUnmaskTaskSchema = z.object({
+  kind: z.literal('secagg-unmask'), ...taskBase, sessionId, survivors: z.array(id).max(10_000), dropped: z.array(id).max(10_000),
+});
+export type SecAggAdvertiseTask = z.infer<typeof SecAggAdvertiseTaskSchema>;
+export type SecAggShareTask = z.infer<typeof SecAggShareTaskSchema>;
+export type SecAggUnmaskTask = z.infer<typeof SecAggUnmaskTaskSchema>;
+
+export const TaskSchema = z.discriminatedUnion('kind', [
+  DescribeTaskSchema, TrainTaskSchema, EvaluateTaskSchema, SecAggAdvertiseTaskSchema, SecAggShareTaskSchema, SecAggUnmaskTaskSchema,
+]);
 export type DescribeTask = z.infer<typeof DescribeTaskSchema>;
 export type TrainTask = z.infer<typeof TrainTaskSchema>;
 export type EvaluateTask = z.infer<typeof EvaluateTaskSchema>;

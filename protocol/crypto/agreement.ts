@@ -21,29 +21,45 @@ function badKey(why: string): CohortError {
   return new CohortError('COHORT_ERR_SECAGG_BAD_KEY', `key agreement: ${why}`);
 }
 
+// Importing a key into OpenSSL costs more than the agreement itself, and a site uses each of its keys with every
+// neighbour: cache the imported key per byte array (by identity, so no secret becomes a map key, and the entry
+// goes when the array does). Callers never mutate key arrays.
+const imported = new WeakMap<Uint8Array, KeyObject>();
+
 function publicKeyObject(raw: Uint8Array): KeyObject {
   if (!(raw instanceof Uint8Array) || raw.length !== KEY_BYTES) throw badKey('public key must be 32 bytes');
+  let k = imported.get(raw);
+  if (k) return k;
   try {
-    return createPublicKey({ key: Buffer.concat([SPKI_PREFIX, raw]), format: 'der', type: 'spki' });
+    k = createPublicKey({ key: Buffer.concat([SPKI_PREFIX, raw]), format: 'der', type: 'spki' });
   } catch {
     throw badKey('public key refused');
   }
+  imported.set(raw, k);
+  return k;
 }
 
 function privateKeyObject(raw: Uint8Array): KeyObject {
   if (!(raw instanceof Uint8Array) || raw.length !== KEY_BYTES) throw badKey('private key must be 32 bytes');
+  let k = imported.get(raw);
+  if (k) return k;
   try {
-    return createPrivateKey({ key: Buffer.concat([PKCS8_PREFIX, raw]), format: 'der', type: 'pkcs8' });
+    k = createPrivateKey({ key: Buffer.concat([PKCS8_PREFIX, raw]), format: 'der', type: 'pkcs8' });
   } catch {
     throw badKey('private key refused');
   }
+  imported.set(raw, k);
+  return k;
 }
 
 export function generateAgreementKeyPair(): AgreementKeyPair {
   const { publicKey, privateKey } = generateKeyPairSync('x25519');
   const pub = publicKey.export({ format: 'der', type: 'spki' });
   const priv = privateKey.export({ format: 'der', type: 'pkcs8' });
-  return { publicKey: new Uint8Array(pub.subarray(pub.length - KEY_BYTES)), privateKey: new Uint8Array(priv.subarray(priv.length - KEY_BYTES)) };
+  const pair = { publicKey: new Uint8Array(pub.subarray(pub.length - KEY_BYTES)), privateKey: new Uint8Array(priv.subarray(priv.length - KEY_BYTES)) };
+  imported.set(pair.privateKey, privateKey);
+  imported.set(pair.publicKey, publicKey);
+  return pair;
 }
 
 /** The public key of a raw private key (the coordinator checks a reconstructed key against the advertised one). */

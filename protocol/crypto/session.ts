@@ -4,11 +4,11 @@
  * manifest implies for n sites. Sites recompute all of it from what they approved and refuse what differs.
  */
 import { createHash } from 'node:crypto';
-import nacl from 'tweetnacl';
 import { CohortError } from '../errors.ts';
 import type { SecAggSession, SecureAggregationSettings } from '../secagg-messages.ts';
 import { canonicalJson, fromB64 } from '../signing.ts';
 import { hkdf } from './hkdf.ts';
+import { ed25519Sign, ed25519Verify } from './identity.ts';
 import { MAX_DEGREE, sessionDegree, thresholdCount } from './graph.ts';
 import { MAX_SHARES } from './shamir.ts';
 
@@ -40,16 +40,15 @@ export function advertiseMessage(hash: Uint8Array, siteId: string, cPk: Uint8Arr
 }
 
 export function signAdvertisement(identitySecretKey: Uint8Array, hash: Uint8Array, siteId: string, cPk: Uint8Array, sPk: Uint8Array): Uint8Array {
-  return nacl.sign.detached(advertiseMessage(hash, siteId, cPk, sPk), identitySecretKey);
+  return ed25519Sign(identitySecretKey, advertiseMessage(hash, siteId, cPk, sPk));
 }
 
 /** Fails closed: any malformed key or signature is simply "does not verify". */
 export function verifyAdvertisement(identityKeyB64: string, hash: Uint8Array, siteId: string, cPk: Uint8Array, sPk: Uint8Array, signature: Uint8Array): boolean {
   try {
     const pub = fromB64(identityKeyB64);
-    if (pub.length !== nacl.sign.publicKeyLength || signature.length !== nacl.sign.signatureLength) return false;
     if (cPk.length !== 32 || sPk.length !== 32) return false;
-    return nacl.sign.detached.verify(advertiseMessage(hash, siteId, cPk, sPk), signature, pub);
+    return ed25519Verify(pub, advertiseMessage(hash, siteId, cPk, sPk), signature);
   } catch {
     return false;
   }
