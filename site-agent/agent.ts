@@ -28,6 +28,11 @@ import { CsvSource } from './data/csv-source.ts';
 import type { DataSource } from './data/data-source.ts';
 import { evaluate, train } from './training/trainer.ts';
 import { selectBackend } from './training/backends.ts';
+import { SecAggClient, type QuantizedTransform, type SecAggIdentity } from './mods/secagg.ts';
+import {
+  secureAggregationSettings, type MaskedTrainResult, type SecAggAdvertiseResult, type SecAggShareResult, type SecAggUnmaskResult,
+} from '../protocol/secagg-messages.ts';
+import { flatDelta } from '../protocol/crypto/quantize.ts';
 
 type ClientSocket = Socket<ServerToClientEvents, ClientToServerEvents>;
 
@@ -49,6 +54,11 @@ export interface AgentOptions {
   sourceFor?: (dataset: string, split: { holdoutFraction: number; seed: number }) => DataSource;
   /** false: keep no ledger (virtual sites in simulations only). */
   ledger?: boolean;
+  /**
+   * Transform of the quantized update before it is masked (secure aggregation only): the hook for distributed
+   * differential privacy, which adds integer noise here. See site-agent/mods/secagg.ts and docs/privacy.md.
+   */
+  quantizedTransform?: QuantizedTransform;
 }
 
 /** Approximate size on the wire: binary fields at their length, the rest as JSON. */
@@ -75,9 +85,12 @@ export class SiteAgent {
 
   private readonly approvals: Approvals;
   private readonly ledger: Ledger | undefined;
+  /** Per-round secure-aggregation state between the stages (keys, shares), held only in memory. */
+  private readonly secagg: SecAggClient;
 
   constructor(private readonly opts: AgentOptions) {
     this.ready.catch(() => undefined);
+    this.secagg = new SecAggClient({ ...(opts.quantizedTransform ? { transform: opts.quantizedTransform } : {}), warn: (msg, details) => opts.log.warn(details, msg) });
     this.approvals = new Approvals(opts.dir);
     this.ledger = opts.ledger === false ? undefined : new Ledger(join(opts.dir, 'ledger.jsonl'), opts.identity.secretKey);
   }
@@ -205,7 +218,7 @@ export class SiteAgent {
       task = parseMessage(TaskSchema, raw, 'task');
       manifest = this.authorize(task);
       const started = Date.now();
-      const data = await this.run(task);
+      const data = await this.run(task, manifest);
       this.record(task, manifest, 'sent', data);
       log.info({ task: task.kind, studyId: task.studyId, round: task.round, ms: Date.now() - started }, 'task done');
       return { ok: true, data };
@@ -222,7 +235,7 @@ export class SiteAgent {
     this.ledger?.append({
       studyId: task.studyId, round: task.round, taskId: task.taskId, kind: task.kind, outcome, bytes: wireBytes(payload),
       manifestHash: task.manifest.hash, ...(code ? { code } : {}),
-      ...(manifest ? { privacy: { secureAggregation: manifest.privacy.secureAggregation } } : {}),
+      ...(manifest ? { privacy: privacyOf(task, manifest) } : {}),
     });
   }
 
@@ -261,7 +274,8 @@ export class SiteAgent {
     }
   }
 
-  private async run(task: Task): Promise<DescribeResult | TrainResult | EvaluateResult> {
+  private async run(task: Task, manifest: StudyManifest): Promise<DescribeResult | TrainResult | EvaluateResult | MaskedTrainResult | SecAggAdvertiseResult | SecAggShareResult | SecAggUnmaskResult> {
+    if (task.kind === 'secagg-advertise' || task.kind === 'secagg-share' || task.kind === 'secagg-unmask') return this.secureAggregationStage(task, manifest);
     const src = this.source(task.dataset, task.holdoutFraction, task.seed);
     if (task.kind === 'describe') {
       const s = await src.describe();
@@ -274,6 +288,10 @@ export class SiteAgent {
     const shapes = weightShapes(task.model);
     const global = decodeTensors(task.weights, { expectShapes: shapes });
     if (task.kind === 'train') {
+      // The approved manifest decides whether an update may leave in the clear; the coordinator cannot change that.
+      const secure = secureAggregationSettings(manifest.privacy.secureAggregation) !== null;
+      if (secure && !task.secagg) throw new CohortError('COHORT_ERR_SITE_TASK_MISMATCH', 'the approved manifest requires secure aggregation; this task asks for a plaintext update');
+      if (!secure && task.secagg) throw new CohortError('COHORT_ERR_SITE_TASK_MISMATCH', 'the approved manifest does not use secure aggregation');
       const started = Date.now();
       const data = await src.load('train');
       const out = await train(task.model, global, data, {
@@ -281,9 +299,43 @@ export class SiteAgent {
         seed: task.seed + task.round,
       });
       if (!Number.isFinite(out.trainLoss)) throw new CohortError('COHORT_ERR_SITE_TRAINING_FAILED', 'training diverged (loss is not finite)');
+      if (task.secagg) {
+        // Only the masked vector leaves: clipped, weighted, quantized delta plus masks (site-agent/mods/secagg.ts).
+        const lanes = this.secagg.trainingLanes(task.secagg.sessionId, flatDelta(out.weights, global), out.trainLoss, out.numExamples);
+        return { masked: this.secagg.mask(task.studyId, task.round, task.secagg, lanes), backend: out.backend, durationMs: Date.now() - started };
+      }
       return { weights: encodeTensors(out.weights), numExamples: out.numExamples, trainLoss: out.trainLoss, backend: out.backend, durationMs: Date.now() - started };
     }
     const holdout = await src.load('holdout');
     return { counts: await evaluate(task.model, global, holdout) };
   }
+
+  /** Stages 1, 2 and 4 of secure aggregation; the site policy's minimum travels with them. */
+  private secureAggregationStage(task: Extract<Task, { kind: 'secagg-advertise' | 'secagg-share' | 'secagg-unmask' }>, manifest: StudyManifest): SecAggAdvertiseResult | SecAggShareResult | SecAggUnmaskResult {
+    const settings = secureAggregationSettings(manifest.privacy.secureAggregation);
+    if (!settings) throw new CohortError('COHORT_ERR_SITE_TASK_MISMATCH', 'the approved manifest does not use secure aggregation');
+    if (!this.siteId) throw new CohortError('COHORT_ERR_SECAGG_CONFIG', 'the site has no id before it authenticates');
+    const id: SecAggIdentity = { siteId: this.siteId, secretKey: this.opts.identity.secretKey, publicKeyB64: publicKeyB64(this.opts.identity) };
+    const terms = { settings, manifestHash: task.manifest.hash, minSitesPerAggregate: this.opts.config.policy.minSitesPerAggregate };
+    switch (task.kind) {
+      case 'secagg-advertise':
+        return this.secagg.advertise(task, id, terms);
+      case 'secagg-share':
+        return this.secagg.share(task, id);
+      case 'secagg-unmask':
+        return this.secagg.unmask(task, terms);
+    }
+  }
+}
+
+/** The privacy settings a ledger entry records: secure aggregation's parameters and session, and whether masked. */
+function privacyOf(task: Task, manifest: StudyManifest): Record<string, unknown> {
+  const s = secureAggregationSettings(manifest.privacy.secureAggregation);
+  const sessionId = task.kind === 'secagg-advertise' ? task.session.sessionId
+    : task.kind === 'secagg-share' || task.kind === 'secagg-unmask' ? task.sessionId
+      : task.kind === 'train' ? task.secagg?.sessionId : undefined;
+  return {
+    secureAggregation: s ? { threshold: s.threshold, clip: s.clip, quantizationBits: s.quantizationBits, neighbours: s.neighbours, ...(sessionId ? { sessionId } : {}) } : false,
+    ...(task.kind === 'train' ? { masked: Boolean(task.secagg) } : {}),
+  };
 }

@@ -37,7 +37,7 @@ export interface SiteFailure {
   site: string;
   code: string;
   message: string;
-  stage: 'train' | 'evaluate' | 'describe';
+  stage: 'train' | 'evaluate' | 'describe' | 'secagg-advertise' | 'secagg-share' | 'secagg-unmask';
 }
 
 export interface RoundRecord {
@@ -52,6 +52,8 @@ export interface RoundRecord {
   perSite: Record<string, Metrics>;
   /** Which tfjs backend each site trained on (tensorflow, wasm or cpu). */
   backends?: Record<string, string>;
+  /** Set when the round ran under secure aggregation: the session's shape and how many sites it kept. */
+  secureAggregation?: { sessionId: string; sites: number; threshold: number; degree: number; survivors: number; dropped: number; maxWeight: number };
   /** Task ids per participating site; they match the `taskId` in each site's ledger. */
   tasks?: Record<string, { train: string; evaluate?: string }>;
   attempts: number;

@@ -119,3 +119,31 @@ export function decodeTrainingLanes(sum: Int32Array, p: QuantizeParams): Decoded
   const meanLoss = sum[d]! * (LOSS_CLIP / laneBound(p.bits)) * (p.maxWeight / totalWeight);
   return { meanDelta, meanLoss, totalWeight };
 }
+
+/** A site's update as one flat vector: local minus global, tensor by tensor in weight-list order. */
+export function flatDelta(local: readonly { data: Float32Array }[], global: readonly { data: Float32Array }[]): Float64Array {
+  if (local.length !== global.length) throw new CohortError('COHORT_ERR_TENSOR_SHAPE', 'local and global models differ in tensor count');
+  const total = local.reduce((n, t) => n + t.data.length, 0);
+  const out = new Float64Array(total);
+  let off = 0;
+  local.forEach((t, k) => {
+    const g = global[k]!.data;
+    if (g.length !== t.data.length) throw new CohortError('COHORT_ERR_TENSOR_SHAPE', `tensor ${k} differs in size between local and global models`);
+    for (let i = 0; i < g.length; i++) out[off + i] = t.data[i]! - g[i]!;
+    off += g.length;
+  });
+  return out;
+}
+
+/** The global model plus a flat mean delta: the next model, with the global model's shapes. */
+export function applyDelta<T extends { shape: number[]; data: Float32Array }>(global: readonly T[], delta: ArrayLike<number>): { shape: number[]; data: Float32Array }[] {
+  let off = 0;
+  const out = global.map((t) => {
+    const data = new Float32Array(t.data.length);
+    for (let i = 0; i < data.length; i++) data[i] = t.data[i]! + delta[off + i]!;
+    off += data.length;
+    return { shape: [...t.shape], data };
+  });
+  if (off !== delta.length) throw new CohortError('COHORT_ERR_TENSOR_SHAPE', `delta has ${delta.length} values; the model has ${off}`);
+  return out;
+}
