@@ -7,8 +7,14 @@ import { z } from 'zod';
 
 const id = z.string().min(1).max(128).regex(/^[A-Za-z0-9._:-]+$/, 'letters, digits and . _ : - only');
 const b64 = z.string().max(256).regex(/^[A-Za-z0-9+/=]+$/);
-const bytesOf = (n: number) => z.custom<Uint8Array>((v) => v instanceof Uint8Array && v.length === n, `expected ${n} bytes`);
-const boundedBytes = (max: number) => z.custom<Uint8Array>((v) => v instanceof Uint8Array && v.length <= max, `expected at most ${max} bytes`);
+const B64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+/**
+ * Keys, signatures, boxes and shares travel as base64 strings inside the JSON part of a message, not as binary
+ * attachments: socket.io's parser refuses a packet with more than 10 attachments, and a share task carries three
+ * values per neighbour. Only the masked vector, which is large, travels as binary.
+ */
+const b64Of = (n: number) => z.string().length(4 * Math.ceil(n / 3)).regex(B64, 'expected base64');
+const b64Max = (maxBytes: number) => z.string().max(4 * Math.ceil(maxBytes / 3)).regex(B64, 'expected base64');
 const bytes = z.custom<Uint8Array>((v) => v instanceof Uint8Array, 'expected binary data');
 
 /**
@@ -65,20 +71,20 @@ export type SecAggSession = z.infer<typeof SecAggSessionSchema>;
 
 /** Stage 1 reply: two fresh X25519 public keys (c: share encryption, s: masks), signed with the identity key. */
 export const SecAggAdvertiseResultSchema = z.object({
-  cPk: bytesOf(32),
-  sPk: bytesOf(32),
-  signature: bytesOf(64),
+  cPk: b64Of(32),
+  sPk: b64Of(32),
+  signature: b64Of(64),
 });
 export type SecAggAdvertiseResult = z.infer<typeof SecAggAdvertiseResultSchema>;
 
 /** A neighbour's advertisement, relayed by the coordinator in stage 2. */
-export const SecAggPeerSchema = z.object({ siteId: id, cPk: bytesOf(32), sPk: bytesOf(32), signature: bytesOf(64) });
+export const SecAggPeerSchema = z.object({ siteId: id, cPk: b64Of(32), sPk: b64Of(32), signature: b64Of(64) });
 export type SecAggPeer = z.infer<typeof SecAggPeerSchema>;
 
 /** Stage 2 reply: one sealed box of shares per accepted neighbour, and a commitment to the self-mask seed. */
 export const SecAggShareResultSchema = z.object({
-  commitment: bytesOf(32),
-  shares: z.array(z.object({ to: id, box: boundedBytes(256) })).max(254),
+  commitment: b64Of(32),
+  shares: z.array(z.object({ to: id, box: b64Max(256) })).max(254),
   /** Neighbours this site refused (bad signature or key), with the code. */
   rejected: z.array(z.object({ siteId: id, code: z.string().max(64) })).max(254),
 });
@@ -87,7 +93,7 @@ export type SecAggShareResult = z.infer<typeof SecAggShareResultSchema>;
 /** Stage 3 input (inside the task that produces the vector, e.g. `train`): the boxes addressed to this site. */
 export const SecAggInputSchema = z.object({
   sessionId: z.string().regex(/^[0-9a-f]{32}$/),
-  shares: z.array(z.object({ from: id, box: boundedBytes(256) })).max(254),
+  shares: z.array(z.object({ from: id, box: b64Max(256) })).max(254),
 });
 export type SecAggInput = z.infer<typeof SecAggInputSchema>;
 
@@ -101,7 +107,7 @@ export type MaskedTrainResult = z.infer<typeof MaskedTrainResultSchema>;
 
 /** Stage 4 reply: shares of survivors' self-mask seeds and of dropped sites' mask keys, never both for one site. */
 export const SecAggUnmaskResultSchema = z.object({
-  selfShares: z.array(z.object({ of: id, share: boundedBytes(64) })).max(255),
-  keyShares: z.array(z.object({ of: id, share: boundedBytes(64) })).max(255),
+  selfShares: z.array(z.object({ of: id, share: b64Of(33) })).max(255),
+  keyShares: z.array(z.object({ of: id, share: b64Of(33) })).max(255),
 });
 export type SecAggUnmaskResult = z.infer<typeof SecAggUnmaskResultSchema>;

@@ -28,6 +28,7 @@ import { addLanes, addMask } from '../../protocol/crypto/prg.ts';
 import { checkHeadroom } from '../../protocol/crypto/quantize.ts';
 import { commitment, maskSign, pairSeed, selfSeed, sessionHash, sessionShape, verifyAdvertisement } from '../../protocol/crypto/session.ts';
 import { combine, decodeShare, type Share } from '../../protocol/crypto/shamir.ts';
+import { b64, fromB64 } from '../../protocol/signing.ts';
 import type { Transport } from '../transport/transport.ts';
 
 /** A site asked to take part: its id at the transport, its name, and its enrolled Ed25519 identity key. */
@@ -152,31 +153,33 @@ export async function runSecureSum<S extends z.ZodType<{ masked: Uint8Array }>>(
   };
 
   // Stage 1: advertise keys. The coordinator checks signatures too, so a bad one costs no further round trip.
-  const ads = new Map<number, { cPk: Uint8Array; sPk: Uint8Array; signature: Uint8Array }>();
+  // Advertisements as relayed (base64) and decoded once; decoded arrays keep their identity for key caching.
+  const ads = new Map<number, { wire: { cPk: string; sPk: string; signature: string }; sPk: Uint8Array }>();
   const seenKeys = new Set<string>();
   const u1 = await stage([...req.sites.keys()], 'secagg-advertise', (_i, base): SecAggAdvertiseTask => ({ kind: 'secagg-advertise', ...base, session }),
     SecAggAdvertiseResultSchema, settings.stageDeadlineMs, (i, a) => {
       const site = req.sites[i]!;
-      if (!verifyAdvertisement(site.identityKey, hash, site.id, a.cPk, a.sPk, a.signature)) {
+      const sPk = fromB64(a.sPk);
+      if (!verifyAdvertisement(site.identityKey, hash, site.id, fromB64(a.cPk), sPk, fromB64(a.signature))) {
         throw abort('COHORT_ERR_SECAGG_BAD_SIGNATURE', 'key advertisement does not verify with the site identity key');
       }
-      const keys = [Buffer.from(a.cPk).toString('hex'), Buffer.from(a.sPk).toString('hex')];
-      if (keys[0] === keys[1] || keys.some((k) => seenKeys.has(k))) throw abort('COHORT_ERR_SECAGG_BAD_KEY', 'key advertisement repeats a key');
-      for (const k of keys) seenKeys.add(k);
-      ads.set(i, a);
+      if (a.cPk === a.sPk || seenKeys.has(a.cPk) || seenKeys.has(a.sPk)) throw abort('COHORT_ERR_SECAGG_BAD_KEY', 'key advertisement repeats a key');
+      seenKeys.add(a.cPk);
+      seenKeys.add(a.sPk);
+      ads.set(i, { wire: a, sPk });
     });
   enough(u1.length, 'secagg-advertise');
 
   // Stage 2: share keys. Each site gets its live neighbours' advertisements and seals shares for them.
   const inU1 = new Set(u1);
-  const sent = new Map<number, Map<number, Uint8Array>>();
-  const commitments = new Map<number, Uint8Array>();
+  const sent = new Map<number, Map<number, string>>();
+  const commitments = new Map<number, string>();
   const index = new Map(req.sites.map((s, i) => [s.id, i]));
   const u2 = await stage(u1, 'secagg-share', (i, base): SecAggShareTask => ({
     kind: 'secagg-share', ...base, sessionId: session.sessionId,
-    peers: graph[i]!.filter((j) => inU1.has(j)).map((j) => ({ siteId: req.sites[j]!.id, ...ads.get(j)! })),
+    peers: graph[i]!.filter((j) => inU1.has(j)).map((j) => ({ siteId: req.sites[j]!.id, ...ads.get(j)!.wire })),
   }), SecAggShareResultSchema, settings.stageDeadlineMs, (i, r) => {
-    const boxes = new Map<number, Uint8Array>();
+    const boxes = new Map<number, string>();
     const mine = new Set(graph[i]);
     for (const { to, box } of r.shares) {
       const j = index.get(to);
@@ -227,7 +230,7 @@ export async function runSecureSum<S extends z.ZodType<{ masked: Uint8Array }>>(
   await stage(u3, 'secagg-unmask', (_i, base): SecAggUnmaskTask => ({
     kind: 'secagg-unmask', ...base, sessionId: session.sessionId, survivors: survivorIds, dropped: lostIds,
   }), SecAggUnmaskResultSchema, settings.stageDeadlineMs, (holder, r) => {
-    const take = (list: { of: string; share: Uint8Array }[], allowed: Set<number>, into: Map<number, Share[]>) => {
+    const take = (list: { of: string; share: string }[], allowed: Set<number>, into: Map<number, Share[]>) => {
       const seen = new Set<number>();
       const batch: [number, Share][] = [];
       for (const { of, share } of list) {
@@ -236,7 +239,7 @@ export async function runSecureSum<S extends z.ZodType<{ masked: Uint8Array }>>(
         if (owner === undefined || !allowed.has(owner) || seen.has(owner) || !(owner === holder || sent.get(owner)?.has(holder))) {
           throw abort('COHORT_ERR_SECAGG_BAD_SHARE', `unexpected share of ${of}`);
         }
-        const s = decodeShare(share);
+        const s = decodeShare(fromB64(share));
         if (s.x !== hoodOf(owner).indexOf(holder) + 1 || s.y.length !== 32) throw abort('COHORT_ERR_SECAGG_BAD_SHARE', `share of ${of} has the wrong coordinate`);
         seen.add(owner);
         batch.push([owner, s]);
@@ -259,7 +262,7 @@ export async function runSecureSum<S extends z.ZodType<{ masked: Uint8Array }>>(
       throw abort('COHORT_ERR_SECAGG_BELOW_THRESHOLD', `${shares.length} shares of ${req.sites[i]!.name}'s self mask arrived; ${t} needed`, { dropped });
     }
     const b = combine(shares, t);
-    if (!Buffer.from(commitment(b, hash, req.sites[i]!.id)).equals(Buffer.from(commitments.get(i)!))) {
+    if (b64(commitment(b, hash, req.sites[i]!.id)) !== commitments.get(i)) {
       throw abort('COHORT_ERR_SECAGG_BAD_SHARE', `revealed shares do not rebuild ${req.sites[i]!.name}'s committed self-mask seed`);
     }
     addMask(acc, selfSeed(b, hash), -1);
@@ -272,7 +275,7 @@ export async function runSecureSum<S extends z.ZodType<{ masked: Uint8Array }>>(
       throw abort('COHORT_ERR_SECAGG_BELOW_THRESHOLD', `${shares.length} shares of dropped site ${req.sites[v]!.name}'s mask key arrived; ${t} needed`, { dropped });
     }
     const sk = combine(shares, t);
-    if (!Buffer.from(agreementPublicKey(sk)).equals(Buffer.from(ads.get(v)!.sPk))) {
+    if (b64(agreementPublicKey(sk)) !== ads.get(v)!.wire.sPk) {
       throw abort('COHORT_ERR_SECAGG_BAD_SHARE', `revealed shares do not rebuild ${req.sites[v]!.name}'s advertised mask key`);
     }
     for (const u of partners) {

@@ -28,6 +28,7 @@ import {
   commitment, maskSign, pairSeed, selfSeed, sessionHash, sessionShape, signAdvertisement, verifyAdvertisement,
 } from '../../protocol/crypto/session.ts';
 import { encodeShare, split } from '../../protocol/crypto/shamir.ts';
+import { b64, fromB64 } from '../../protocol/signing.ts';
 
 /** Who this site is, for signing and for finding itself in a session's roster. */
 export interface SecAggIdentity {
@@ -162,7 +163,7 @@ export class SecAggClient {
       session: s, studyId: task.studyId, round: task.round, hash, me, graph: neighbourGraph(n, s.degree, Buffer.from(s.graphSeed, 'hex')),
       c, s: sk, stage: 'advertised', createdAt: this.now(), peers: new Map(), sentTo: new Set(), held: new Map(), linked: new Set(),
     });
-    return { cPk: c.publicKey, sPk: sk.publicKey, signature };
+    return { cPk: b64(c.publicKey), sPk: b64(sk.publicKey), signature: b64(signature) };
   }
 
   /** Stage 2. Verifies the neighbours' advertisements and seals shares of s_sk and b for each accepted one. */
@@ -180,20 +181,22 @@ export class SecAggClient {
         continue;
       }
       seen.add(p.siteId);
-      if (!verifyAdvertisement(session.roster[j]!.identityKey, hash, p.siteId, p.cPk, p.sPk, p.signature)) {
+      const cPk = fromB64(p.cPk);
+      const sPk = fromB64(p.sPk);
+      if (!verifyAdvertisement(session.roster[j]!.identityKey, hash, p.siteId, cPk, sPk, fromB64(p.signature))) {
         rejected.push({ siteId: p.siteId, code: 'COHORT_ERR_SECAGG_BAD_SIGNATURE' });
         this.opts.warn?.('neighbour advertisement does not verify; excluded', { sessionId: task.sessionId, peer: p.siteId, code: 'COHORT_ERR_SECAGG_BAD_SIGNATURE' });
         continue;
       }
       try {
         // Both keys must give a usable shared secret; a low-order or malformed key excludes the peer.
-        agree(st.c.privateKey, p.cPk);
-        agree(st.s.privateKey, p.sPk);
+        agree(st.c.privateKey, cPk);
+        agree(st.s.privateKey, sPk);
       } catch (err) {
         rejected.push({ siteId: p.siteId, code: err instanceof CohortError ? err.code : 'COHORT_ERR_SECAGG_BAD_KEY' });
         continue;
       }
-      st.peers.set(p.siteId, { index: j, cPk: p.cPk, sPk: p.sPk });
+      st.peers.set(p.siteId, { index: j, cPk, sPk });
     }
     if (st.peers.size + 1 < session.threshold) {
       this.sessions.delete(task.sessionId);
@@ -210,13 +213,13 @@ export class SecAggClient {
     const shares: SecAggShareResult['shares'] = [];
     for (const [peerId, p] of st.peers) {
       const key = boxKey(agree(st.c.privateKey, p.cPk), hash, myId, peerId);
-      shares.push({ to: peerId, box: sealBox(key, encodeSharePayload({ owner: me, holder: p.index, ...shareAt(p.index) })) });
+      shares.push({ to: peerId, box: b64(sealBox(key, encodeSharePayload({ owner: me, holder: p.index, ...shareAt(p.index) }))) });
       st.sentTo.add(peerId);
     }
     st.b = b;
     st.own = shareAt(me);
     st.stage = 'shared';
-    return { commitment: commitment(b, hash, myId), shares, rejected };
+    return { commitment: b64(commitment(b, hash, myId)), shares, rejected };
   }
 
   /** The session's quantization parameters, for encoding a vector of another kind than a training update. */
@@ -261,7 +264,7 @@ export class SecAggClient {
       // A box from a site we did not send one to is not a link: that site does not mask against us either.
       if (!p || !st.sentTo.has(peerId) || linked.has(peerId)) continue;
       linked.add(peerId);
-      const opened = openBox(boxKey(agree(st.c.privateKey, p.cPk), hash, peerId, myId), box);
+      const opened = openBox(boxKey(agree(st.c.privateKey, p.cPk), hash, peerId, myId), fromB64(box));
       const payload = opened && decodeSharePayload(opened);
       if (!payload || payload.owner !== p.index || payload.holder !== me) {
         // Still linked (the peer masks against us), but we cannot help rebuild its secrets.
@@ -317,15 +320,15 @@ export class SecAggClient {
     const selfShares: SecAggUnmaskResult['selfShares'] = [];
     const keyShares: SecAggUnmaskResult['keyShares'] = [];
     for (const x of survivors) {
-      if (x === myId) selfShares.push({ of: x, share: st.own!.selfShare });
+      if (x === myId) selfShares.push({ of: x, share: b64(st.own!.selfShare) });
       else {
         const h = st.held.get(x);
-        if (h) selfShares.push({ of: x, share: h.selfShare });
+        if (h) selfShares.push({ of: x, share: b64(h.selfShare) });
       }
     }
     for (const x of dropped) {
       const h = st.held.get(x);
-      if (h) keyShares.push({ of: x, share: h.keyShare });
+      if (h) keyShares.push({ of: x, share: b64(h.keyShare) });
     }
     // Done: forget every secret of this session; a second unmask request finds stage 'done' and is refused.
     st.stage = 'done';

@@ -6,7 +6,7 @@
  */
 import nacl from 'tweetnacl';
 import { toWireError } from '../../protocol/errors.ts';
-import type { Reply, SignedManifest, Task, TrainTask } from '../../protocol/messages.ts';
+import { TaskSchema, parseMessage, type Reply, type SignedManifest, type Task, type TrainTask } from '../../protocol/messages.ts';
 import { MaskedTrainResultSchema, SecureAggregationSettingsSchema, type SecureAggregationSettings } from '../../protocol/secagg-messages.ts';
 import { manifestHash } from '../../protocol/signing.ts';
 import { decodeTrainingLanes } from '../../protocol/crypto/quantize.ts';
@@ -71,12 +71,14 @@ export interface HarnessRun {
 export function wire(sites: readonly SimSite[], settings: SecureAggregationSettings, manifest: SignedManifest, dropAt: ReadonlyMap<number, SecAggStage> = new Map()): HarnessRun {
   const run: HarnessRun = { transport: undefined as unknown as MemoryTransport, sent: [], received: [] };
   const terms = (s: SimSite) => ({ settings, manifestHash: manifest.hash, minSitesPerAggregate: s.minSitesPerAggregate });
-  const handler = (s: SimSite, i: number) => (task: Task): Reply<unknown> => {
-    if (dropAt.get(i) === STAGE_OF[task.kind]) {
+  const handler = (s: SimSite, i: number) => (raw: Task): Reply<unknown> => {
+    if (dropAt.get(i) === STAGE_OF[raw.kind]) {
       run.transport.setOnline(s.site.id, false);
       return { ok: false, error: { code: 'COHORT_ERR_PROTOCOL_DISCONNECTED', message: 'dropped' } };
     }
     try {
+      // Parsed exactly as the agent parses what arrives from the socket.
+      const task = parseMessage(TaskSchema, raw, 'task');
       switch (task.kind) {
         case 'secagg-advertise': return { ok: true, data: s.client.advertise(task, s.identity, terms(s)) };
         case 'secagg-share': return { ok: true, data: s.client.share(task, s.identity) };

@@ -86,7 +86,7 @@ describe('secure aggregation, in process', () => {
         const send = r.transport.send.bind(r.transport);
         r.transport.send = async (siteId, task, t) => {
           if (task.kind === 'secagg-share' && siteId === 'site-0') {
-            const peers = task.peers.map((p) => (p.siteId === 'site-1' ? { ...p, signature: nacl.randomBytes(64) } : p));
+            const peers = task.peers.map((p) => (p.siteId === 'site-1' ? { ...p, signature: Buffer.from(nacl.randomBytes(64)).toString('base64') } : p));
             const reply = await send(siteId, { ...task, peers }, t);
             if (reply.ok) rejected = (reply.data as { rejected: unknown[] }).rejected;
             return reply;
@@ -120,7 +120,7 @@ describe('secure aggregation, in process', () => {
         const send = r.transport.send.bind(r.transport);
         r.transport.send = (siteId, task, t) => {
           if (task.kind === 'train' && siteId === 'site-2' && task.secagg) {
-            const shares = task.secagg.shares.map((s, k) => (k === 0 ? { ...s, box: s.box.map((b) => b ^ 0xff) } : s));
+            const shares = task.secagg.shares.map((s, k) => (k === 0 ? { ...s, box: Buffer.from(Buffer.from(s.box, 'base64').map((b) => b ^ 0xff)).toString('base64') } : s));
             return send(siteId, { ...task, secagg: { ...task.secagg, shares } }, t);
           }
           return send(siteId, task, t);
