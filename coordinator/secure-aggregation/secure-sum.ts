@@ -85,6 +85,11 @@ export interface SecureSumResult<S extends z.ZodType<{ masked: Uint8Array }>> {
   session: { sessionId: string; sites: number; threshold: number; degree: number };
   /** Task ids per site and stage, matching the sites' ledgers. */
   taskIds: Record<string, Partial<Record<SecAggStage, string>>>;
+  /**
+   * Coordinator compute: adding masked vectors as they arrived, and rebuilding secrets and removing masks (wall
+   * time, and process CPU time, which is what the work costs when other processes compete for the cores).
+   */
+  timing: { addMs: number; unmaskMs: number; unmaskCpuMs: number };
 }
 
 function abort(code: ErrorCode, message: string, details?: Record<string, unknown>): CohortError {
@@ -197,11 +202,14 @@ export async function runSecureSum<S extends z.ZodType<{ masked: Uint8Array }>>(
   const linked = (a: number, b: number) => Boolean(sent.get(a)?.has(b) && sent.get(b)?.has(a));
   const acc = new Int32Array(req.vectorLength);
   const extras = new Map<string, Omit<z.output<S>, 'masked'>>();
+  let addMs = 0;
   const u3 = await stage(u2, 'masked-input', (i, base) => req.inputTask(req.sites[i]!, base, {
     sessionId: session.sessionId,
     shares: u2.filter((j) => sent.get(j)!.has(i)).map((j) => ({ from: req.sites[j]!.id, box: sent.get(j)!.get(i)! })),
   }), req.inputSchema, req.inputDeadlineMs, (i, r) => {
+    const t0 = performance.now();
     addLanes(acc, lanesOf(r.masked, req.vectorLength));
+    addMs += performance.now() - t0;
     const { masked: _m, ...rest } = r as z.output<S> & { masked: Uint8Array };
     extras.set(req.sites[i]!.name, rest as Omit<z.output<S>, 'masked'>);
   });
@@ -255,6 +263,8 @@ export async function runSecureSum<S extends z.ZodType<{ masked: Uint8Array }>>(
   });
 
   // Rebuild each secret from `threshold` shares and check it against what its owner committed to.
+  const unmaskStart = performance.now();
+  const unmaskCpu = process.cpuUsage();
   const t = session.threshold;
   for (const i of u3) {
     const shares = selfShares.get(i) ?? [];
@@ -284,6 +294,8 @@ export async function runSecureSum<S extends z.ZodType<{ masked: Uint8Array }>>(
     }
   }
   const survivors = u3.map((i) => req.sites[i]!.name);
-  log?.info({ ...info, survivors: survivors.length, dropped: dropped.length }, 'secure aggregation: sum unmasked');
-  return { sum: acc, survivors, dropped, extras, session: info, taskIds };
+  const cpu = process.cpuUsage(unmaskCpu);
+  const timing = { addMs, unmaskMs: performance.now() - unmaskStart, unmaskCpuMs: (cpu.user + cpu.system) / 1000 };
+  log?.info({ ...info, survivors: survivors.length, dropped: dropped.length, addMs: Math.round(timing.addMs), unmaskMs: Math.round(timing.unmaskMs) }, 'secure aggregation: sum unmasked');
+  return { sum: acc, survivors, dropped, extras, session: info, taskIds, timing };
 }
