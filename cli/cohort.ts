@@ -250,8 +250,9 @@ example(program.command('demo')
   .option('--sites <n>', 'site agents', '3')
   .option('--dir <dir>', 'working directory (default: a fresh temporary one)')
   .option('--keep', 'keep the coordinator and agents running after the study, until Ctrl-C')
-  .action(async (o: { rounds: string; sites: string; dir?: string; keep?: boolean }) => {
-    process.exitCode = await runDemo({ rounds: Number(o.rounds), sites: Number(o.sites), keep: o.keep ?? false, ...(o.dir ? { dir: o.dir } : {}) });
+  .option('--no-secure-aggregation', 'run plain FedAvg: the coordinator sees each site\'s update (secure aggregation is on by default)')
+  .action(async (o: { rounds: string; sites: string; dir?: string; keep?: boolean; secureAggregation: boolean }) => {
+    process.exitCode = await runDemo({ rounds: Number(o.rounds), sites: Number(o.sites), keep: o.keep ?? false, secureAggregation: o.secureAggregation, ...(o.dir ? { dir: o.dir } : {}) });
   }), 'cohort demo --rounds 10');
 
 program.parseAsync(process.argv).catch((err: unknown) => {

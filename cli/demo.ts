@@ -1,7 +1,8 @@
 /**
  * `cohort demo` (= `npm start`): a real coordinator and N real site agents, each its own process on loopback, the
- * bundled WDBC data split across the sites, a study of 10 rounds with a live table, then the pooled hold-out
- * metrics. Nothing is simulated: the agents dial the coordinator over socket.io and train tfjs models.
+ * bundled WDBC data split across the sites, a study of 10 rounds under secure aggregation with a live table, then
+ * the pooled hold-out metrics. Nothing is simulated: the agents dial the coordinator over socket.io, train tfjs
+ * models and send only masked updates.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -24,6 +25,8 @@ export interface DemoOptions {
   sites: number;
   keep: boolean;
   dir?: string;
+  /** SecAgg+ on (default) or off (plain FedAvg: the coordinator sees each site's update). */
+  secureAggregation?: boolean;
 }
 
 /** Splits a CSV's rows across sites: seeded shuffle, then unequal shares (hospitals differ in size). */
@@ -47,7 +50,7 @@ export function splitCsvForSites(csvFile: string, sites: number, seed = 7): stri
   return out;
 }
 
-export function demoManifest(rounds: number, sites: number): StudyManifestInput {
+export function demoManifest(rounds: number, sites: number, secureAggregation = true): StudyManifestInput {
   return {
     name: 'WDBC malignancy (demo)',
     description: 'Logistic regression on the Wisconsin Diagnostic Breast Cancer data, split across sites',
@@ -57,6 +60,7 @@ export function demoManifest(rounds: number, sites: number): StudyManifestInput 
     strategy: { name: 'fedavg' },
     participation: { minSites: sites, roundDeadlineMs: 60_000, waitForSitesMs: 60_000, maxRoundAttempts: 3 },
     evaluation: { holdoutFraction: 0.25 },
+    privacy: { secureAggregation },
     seed: 42,
   };
 }
@@ -112,9 +116,10 @@ export async function runDemo(o: DemoOptions): Promise<number> {
       children.push(spawnCohort(['site', 'run', '--dir', siteDir], join(dir, `site-${i + 1}.log`)));
       console.log(`site agent: ${name} with ${csv.trim().split('\n').length - 1} patients, enrolled with a one-time token (records stay in ${siteDir})`);
     }
-    const { study } = await api<{ study: { id: string } }>(url, '/api/studies', { method: 'POST', token, body: signedStudyRequest(demoManifest(o.rounds, o.sites), researcher) });
+    const secure = o.secureAggregation ?? true;
+    const { study } = await api<{ study: { id: string } }>(url, '/api/studies', { method: 'POST', token, body: signedStudyRequest(demoManifest(o.rounds, o.sites, secure), researcher) });
     await api(url, `/api/studies/${study.id}/start`, { method: 'POST', token });
-    console.log(`study ${study.id} (manifest signed by ${researcher.name}) started: ${o.rounds} rounds of FedAvg, logistic regression\n`);
+    console.log(`study ${study.id} (manifest signed by ${researcher.name}) started: ${o.rounds} rounds of FedAvg, logistic regression, ${secure ? 'under secure aggregation (SecAgg+)' : 'WITHOUT secure aggregation (--no-secure-aggregation)'}\n`);
     const final = await watchStudy(url, study.id, { watch: true, json: false, token });
     const last = final.rounds.at(-1);
     if (final.study.status !== 'completed' || !last) {
@@ -124,6 +129,12 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     const p = last.pooled;
     const backends = [...new Set(Object.values((last as { backends?: Record<string, string> }).backends ?? {}))];
     if (backends.length) console.log(`\nSites trained on the tfjs ${backends.join(' and ')} backend${backends.length > 1 ? 's' : ''}${backends.includes('tensorflow') ? '' : ' (native TensorFlow did not load here; see README, Training backends)'}.`);
+    const sa = (last as { secureAggregation?: { sites: number; threshold: number; degree: number } }).secureAggregation;
+    if (sa) {
+      console.log(`\nSecure aggregation: on in every round (SecAgg+, ${sa.sites} sites, any ${sa.threshold} of them needed to unmask, ${sa.degree === sa.sites - 1 ? 'complete graph' : `${sa.degree} neighbours each`}). Each site sent only a masked update; the coordinator never held one in the clear, only their weighted sum.`);
+    } else {
+      console.log('\nSecure aggregation: off. The coordinator saw each site\'s update in the clear.');
+    }
     console.log(`\nPooled hold-out (${p.n} patients across ${o.sites} sites, never seen in training):`);
     console.log(`  AUC ${p.auc?.toFixed(3)}   accuracy ${p.accuracy.toFixed(3)}   sensitivity ${p.sensitivity?.toFixed(3)}   specificity ${p.specificity?.toFixed(3)}`);
     console.log(`\nAPI: ${url}/api/studies/${study.id}   model: ${url}/api/studies/${study.id}/model/model.json`);
