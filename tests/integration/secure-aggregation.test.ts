@@ -7,12 +7,16 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
-  createStudy, json, runStudy, startCoordinator, startSites, tempDir, waitForEnd, wdbcManifest, type TestSite,
+  createStudy, json, RESEARCHER, runStudy, startCoordinator, startSites, tempDir, waitForEnd, wdbcManifest, type TestSite,
 } from '../helpers/cluster.ts';
 import type { Coordinator } from '../../coordinator/app.ts';
 import type { Reply, Task, TrainTask } from '../../protocol/messages.ts';
 import type { StudyManifestInput } from '../../protocol/messages.ts';
-import { decodeTensors } from '../../protocol/codec.ts';
+import { decodeTensors, encodeTensors } from '../../protocol/codec.ts';
+import { weightShapes } from '../../protocol/models.ts';
+import { manifestHash } from '../../protocol/signing.ts';
+import { signedStudyRequest } from '../../cli/researcher.ts';
+import { readLedger } from '../../site-agent/ledger.ts';
 import { HISTOGRAM_BINS } from '../../protocol/metrics.ts';
 import { encodeTrainingLanes, flatDelta } from '../../protocol/crypto/quantize.ts';
 import { loadSiteConfig, resolveIn } from '../../site-agent/config.ts';
@@ -235,6 +239,24 @@ describe('secure aggregation over real sockets', () => {
     expect(refused.rounds).toHaveLength(0);
     const ok = await runStudy(c.url, quick({ participation: three, privacy: { secureAggregation: { threshold: 1 } } }), 60_000);
     expect(ok.study.status).toBe('completed');
+  });
+
+  it('should never send a plaintext update for a study whose manifest has secure aggregation, whatever the task asks', async () => {
+    const c = await startCoordinator();
+    coordinator = c.coordinator;
+    sites = await startSites(c.url, 2);
+    const raw = quick();
+    const req = signedStudyRequest(raw, RESEARCHER);
+    const model = { spec: { template: 'logreg' as const, l2: 0 }, inputShape: [30], numClasses: 2 };
+    const task: TrainTask = {
+      kind: 'train', taskId: 'rogue-1', studyId: 'study-rogue', round: 1, dataset: 'wdbc', holdoutFraction: 0.25, seed: 42,
+      manifest: { raw, hash: manifestHash(raw), signature: req.signature, researcherPublicKey: req.researcherPublicKey },
+      model, weights: encodeTensors(weightShapes(model).map((shape) => ({ shape, data: new Float32Array(shape.reduce((a, b) => a * b, 1)) }))),
+      localEpochs: 1, batchSize: 32, optimizer: 'adam', learningRate: 0.05, participants: 2,
+    };
+    const reply = await sites[0]!.agent.handle(task);
+    expect(reply).toMatchObject({ ok: false, error: { code: 'COHORT_ERR_SITE_TASK_MISMATCH' } });
+    expect(readLedger(join(sites[0]!.dir, 'ledger.jsonl')).at(-1)).toMatchObject({ kind: 'train', outcome: 'refused', code: 'COHORT_ERR_SITE_TASK_MISMATCH' });
   });
 
   it('should refuse at creation a study whose lanes could overflow, with a coded error and nothing stored', async () => {

@@ -8,6 +8,7 @@ import type { SecAggStage } from '../../coordinator/secure-aggregation/secure-su
 import type { SecAggAdvertiseTask, SecAggShareTask, SecAggUnmaskTask } from '../../protocol/messages.ts';
 import { SecureAggregationSettingsSchema } from '../../protocol/secagg-messages.ts';
 import { sessionShape } from '../../protocol/crypto/session.ts';
+import { neighbourGraph } from '../../protocol/crypto/graph.ts';
 import { makeSimSites, manifestFor, maxAbsDiff, plaintextMean, secureRound } from '../helpers/secagg-harness.ts';
 
 const STAGES: SecAggStage[] = ['secagg-advertise', 'secagg-share', 'masked-input', 'secagg-unmask'];
@@ -138,24 +139,26 @@ describe('what a site refuses', () => {
   const base = (kind: string) => ({ kind, taskId: 't', manifest, studyId: 'study-h', round: 1, dataset: 'd', holdoutFraction: 0.2, seed: 1 });
   const terms = { settings, manifestHash: manifest.hash, minSitesPerAggregate: 2 };
 
-  /** Runs stages 1-3 for 5 sites by hand and returns them at the unmask stage. */
-  async function atUnmask() {
-    const sites = makeSimSites(5, 10, { seed: 2 });
-    const shape = sessionShape(settings, 5);
+  /** Runs stages 1-3 for `n` sites by hand and returns them at the unmask stage. */
+  async function atUnmask(n = 5, set = settings) {
+    const sites = makeSimSites(n, 10, { seed: 2 });
+    const shape = sessionShape(set, n);
     const session = {
       sessionId: 'ab'.repeat(16), roster: sites.map((s) => ({ siteId: s.site.id, identityKey: s.site.identityKey })), ...shape,
       graphSeed: '01'.repeat(32), vectorLength: 12, clip: 8, quantizationBits: 22, maxWeight: 300,
     };
-    const ads = sites.map((s) => s.client.advertise({ ...base('secagg-advertise'), session } as SecAggAdvertiseTask, s.identity, terms));
+    const graph = neighbourGraph(n, shape.degree, Buffer.from(session.graphSeed, 'hex'));
+    const t = { ...terms, settings: set };
+    const ads = sites.map((s) => s.client.advertise({ ...base('secagg-advertise'), session } as SecAggAdvertiseTask, s.identity, t));
     const shares = sites.map((s, i) => s.client.share({
-      ...base('secagg-share'), sessionId: session.sessionId, peers: sites.flatMap((p, j) => (j === i ? [] : [{ siteId: p.site.id, ...ads[j]! }])),
+      ...base('secagg-share'), sessionId: session.sessionId, peers: graph[i]!.map((j) => ({ siteId: sites[j]!.site.id, ...ads[j]! })),
     } as SecAggShareTask, s.identity));
     const masked = sites.map((s, i) => s.client.mask('study-h', 1, {
       sessionId: session.sessionId,
       shares: shares.flatMap((r, j) => r.shares.filter((b) => b.to === s.site.id).map((b) => ({ from: sites[j]!.site.id, box: b.box }))).filter(() => i >= 0),
     }, s.client.trainingLanes(session.sessionId, s.delta, s.loss, s.numExamples)));
     const unmask = (survivors: string[], dropped: string[] = []) => ({ ...base('secagg-unmask'), sessionId: session.sessionId, survivors, dropped } as SecAggUnmaskTask);
-    return { sites, session, masked, unmask, ids: sites.map((s) => s.site.id) };
+    return { sites, session, masked, unmask, graph, ids: sites.map((s) => s.site.id) };
   }
 
   it('should refuse to unmask below the threshold, and reveal nothing', async () => {
@@ -175,6 +178,20 @@ describe('what a site refuses', () => {
     expect(r.selfShares.map((s) => s.of).sort()).toEqual(ids.slice(0, 4));
     expect(r.keyShares.map((s) => s.of)).toEqual([ids[4]]);
     expect(() => sites[0]!.client.unmask(unmask(ids.slice(0, 3), ids.slice(3)), terms)).toThrow(expect.objectContaining({ code: 'COHORT_ERR_SECAGG_STAGE_ORDER' }));
+  });
+
+  it('should refuse to unmask survivors that do not form a connected neighbour graph', async () => {
+    // A ring (degree 2) of 8 sites, threshold 2 of each 3-site neighbourhood.
+    const { sites, unmask, ids, graph } = await atUnmask(8, SecureAggregationSettingsSchema.parse({ neighbours: 2 }));
+    const [a, b] = graph[0]!;
+    // Site 0 with a non-neighbour only: site 0 would be unmasked alone.
+    const far = ids.findIndex((_, j) => j !== 0 && !graph[0]!.includes(j));
+    expect(() => sites[0]!.client.unmask(unmask([ids[0]!, ids[far]!]), terms)).toThrow(expect.objectContaining({ code: 'COHORT_ERR_SECAGG_DISCONNECTED' }));
+    // Two separate pieces of the ring: each piece's sum could be unmasked on its own.
+    const other = ids.findIndex((_, j) => ![0, a, b].includes(j) && !graph[a!]!.includes(j) && !graph[b!]!.includes(j) && graph[j]!.some((x) => ![0, a, b].includes(x)));
+    const piece = [other, graph[other]!.find((x) => ![0, a, b].includes(x))!];
+    expect(() => sites[0]!.client.unmask(unmask([ids[0]!, ids[a!]!, ...piece.map((j) => ids[j]!)]), terms)).toThrow(expect.objectContaining({ code: 'COHORT_ERR_SECAGG_DISCONNECTED' }));
+    expect(sites[0]!.client.unmask(unmask([ids[0]!, ids[a!]!, ids[b!]!]), terms).selfShares.length).toBe(3);
   });
 
   it('should send one masked input per session only', async () => {
