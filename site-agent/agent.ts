@@ -279,6 +279,7 @@ export class SiteAgent {
       const out = await train(task.model, global, data, {
         epochs: task.localEpochs, batchSize: task.batchSize, optimizer: task.optimizer, learningRate: task.learningRate,
         seed: task.seed + task.round,
+        ...(task.proximalMu ? { proximalMu: task.proximalMu } : {}),
       });
       if (!Number.isFinite(out.trainLoss)) throw new CohortError('COHORT_ERR_SITE_TRAINING_FAILED', 'training diverged (loss is not finite)');
       return { weights: encodeTensors(out.weights), numExamples: out.numExamples, trainLoss: out.trainLoss, backend: out.backend, durationMs: Date.now() - started };

@@ -12,6 +12,7 @@ import type { StudyEvent } from '../../protocol/events.ts';
 import type { Checkpoints } from '../checkpoints.ts';
 import type { StudyRunner } from '../rounds/study-runner.ts';
 import type { Store, StudyRecord } from '../store/store.ts';
+import { checkStudyStrategy } from '../strategies/registry.ts';
 
 interface Deps {
   store: Store;
@@ -62,6 +63,7 @@ export function registerStudyRoutes(app: FastifyInstance, { store, runner, check
       body && typeof body === 'object' && 'manifest' in body ? parseMessage(CreateSchema, body, 'study request') : { manifest: body };
     const manifestRaw = wrapped.manifest;
     const manifest = parseMessage(StudyManifestSchema, manifestRaw, 'study manifest');
+    checkStudyStrategy(manifest);
     let signed: { signature: string; researcherPublicKey: string } | undefined;
     if (wrapped.signature !== undefined && wrapped.researcherPublicKey !== undefined) {
       // Refuse a bad signature here already; sites verify it again themselves.
