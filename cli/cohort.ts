@@ -16,6 +16,7 @@ import { createResearcherKey, loadResearcherKey, signedStudyRequest } from './re
 import { siteInit, siteRun } from './site-commands.ts';
 import { watchStudy } from './watch.ts';
 import { runDemo } from './demo.ts';
+import { registerSimulate } from './simulate.ts';
 
 // `cohort site audit | head` must not crash when the reader goes away.
 process.stdout.on('error', (e: NodeJS.ErrnoException) => {
@@ -253,6 +254,8 @@ example(program.command('demo')
   .action(async (o: { rounds: string; sites: string; dir?: string; keep?: boolean }) => {
     process.exitCode = await runDemo({ rounds: Number(o.rounds), sites: Number(o.sites), keep: o.keep ?? false, ...(o.dir ? { dir: o.dir } : {}) });
   }), 'cohort demo --rounds 10');
+
+registerSimulate(program, example);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof CohortError || err instanceof ApiError) {
