@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Tensor } from '../../protocol/codec.ts';
-import type { ResolvedModel } from '../../protocol/messages.ts';
+import { StudyManifestSchema, type ResolvedModel, type StudyManifest, type Task } from '../../protocol/messages.ts';
+import { PolicySchema, checkTask } from '../../site-agent/policy.ts';
 import { train } from '../../site-agent/training/trainer.ts';
 
 // Logistic regression, 3 features, full-batch SGD: small enough to differentiate by hand.
@@ -58,5 +59,36 @@ describe('FedProx proximal term in local training', () => {
     const [d0, d1, d10] = [await dist(0), await dist(1), await dist(10)];
     expect(d1).toBeLessThan(d0 * 0.8);
     expect(d10).toBeLessThan(d1 * 0.5);
+  });
+});
+
+describe('site policy on the proximal term', () => {
+  const manifestOf = (strategy: unknown) => StudyManifestSchema.parse({
+    name: 'x', task: { dataset: 'wdbc', label: 'malignant' }, model: { template: 'logreg' }, training: { rounds: 3 }, strategy,
+  });
+  const taskFor = (m: StudyManifest, proximalMu?: number) => ({
+    kind: 'train', taskId: 't', manifest: { raw: {}, hash: '0'.repeat(64) }, studyId: 's', round: 1, dataset: 'wdbc',
+    holdoutFraction: m.evaluation.holdoutFraction, seed: m.seed, model: { spec: m.model, inputShape: [3], numClasses: 2 }, weights: new Uint8Array(0),
+    localEpochs: m.training.localEpochs, batchSize: m.training.batchSize, optimizer: m.training.optimizer, learningRate: m.training.learningRate,
+    participants: 3, ...(proximalMu === undefined ? {} : { proximalMu }),
+  }) as Task;
+  const policy = PolicySchema.parse({});
+  const codeOf = (fn: () => void) => {
+    try {
+      fn();
+      return undefined;
+    } catch (err) {
+      return (err as { code?: string }).code;
+    }
+  };
+
+  it('should accept exactly the approved mu and refuse a task that changes, adds or drops it', () => {
+    const prox = manifestOf({ name: 'fedprox', mu: 0.1 });
+    const avg = manifestOf({ name: 'fedavg' });
+    expect(codeOf(() => checkTask(policy, prox, taskFor(prox, 0.1)))).toBeUndefined();
+    expect(codeOf(() => checkTask(policy, avg, taskFor(avg)))).toBeUndefined();
+    expect(codeOf(() => checkTask(policy, prox, taskFor(prox, 1)))).toBe('COHORT_ERR_SITE_TASK_MISMATCH');
+    expect(codeOf(() => checkTask(policy, prox, taskFor(prox)))).toBe('COHORT_ERR_SITE_TASK_MISMATCH');
+    expect(codeOf(() => checkTask(policy, avg, taskFor(avg, 0.1)))).toBe('COHORT_ERR_SITE_TASK_MISMATCH');
   });
 });
