@@ -21,6 +21,7 @@ import { loadTable, type Table } from './dataset.ts';
 import { FaultPlan, attackPlan, maliciousSites } from './faults.ts';
 import { InMemoryTransport } from './in-memory-transport.ts';
 import { partitionRows } from './partition.ts';
+import { scalingStats } from './matrix-source.ts';
 import type { Scenario } from './scenario.ts';
 import type { SitePool } from './site-pool.ts';
 
@@ -137,7 +138,7 @@ export async function runSetting(setting: { label: string; overrides: Record<str
   const w = table.width;
   await ctx.pool.init({
     runDir: join(ctx.workDir, `setting-${index + 1}`), dataset: s.data.id,
-    table: { label: table.label, features: table.features, classes: table.classes, width: w },
+    table: { label: table.label, features: table.features, classes: table.classes, width: w, stats: s.data.standardize === 'global' ? scalingStats(table.x, w) : undefined },
     sites: parts.map((p) => {
       const x = new Float64Array(p.rows.length * w);
       p.rows.forEach((r, k) => x.set(table.x.subarray(r * w, (r + 1) * w), k * w));

@@ -29,6 +29,12 @@ export const ScenarioSchema = z.strictObject({
     features: z.array(z.string().min(1)).min(1).optional(),
     exclude: z.array(z.string()).default([]),
     categorical: z.array(z.string()).default([]),
+    /**
+     * `site` (default, what a site's CSV source does): each site imputes and standardizes with its own training
+     * rows' statistics. `global`: every site uses the whole table's (a shared data dictionary); under label skew,
+     * per-site scaling shifts each site's features by its own class mix, which `global` removes.
+     */
+    standardize: z.enum(['site', 'global']).default('site'),
   }).prefault({}),
   /** Number of virtual sites (a `column` partition makes one per value instead). */
   sites: z.number().int().min(1).max(100_000).default(10),

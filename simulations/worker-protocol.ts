@@ -5,6 +5,7 @@
 import type { FeatureSchema } from '../site-agent/data/data-source.ts';
 import type { ResolvedModel, Task } from '../protocol/messages.ts';
 import type { AttackPlan } from './faults.ts';
+import type { ScalingStats } from './matrix-source.ts';
 
 export interface WorkerSite {
   name: string;
@@ -21,7 +22,7 @@ export interface InitMessage {
   /** Folder for this run's site directories (approvals). */
   runDir: string;
   dataset: string;
-  table: { label: string; features: FeatureSchema[]; classes: string[]; width: number };
+  table: { label: string; features: FeatureSchema[]; classes: string[]; width: number; stats?: ScalingStats | undefined };
   sites: WorkerSite[];
   /** Site policy (validated by the worker with the agent's own PolicySchema). */
   policy: Record<string, unknown>;

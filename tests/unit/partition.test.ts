@@ -5,7 +5,7 @@ import { CohortError } from '../../protocol/errors.ts';
 import { CsvSource } from '../../site-agent/data/csv-source.ts';
 import { WDBC } from '../../cli/demo.ts';
 import { loadTable, type Table } from '../../simulations/dataset.ts';
-import { MatrixSource } from '../../simulations/matrix-source.ts';
+import { MatrixSource, scalingStats } from '../../simulations/matrix-source.ts';
 import { PartitionSchema, partitionRows, type SitePart } from '../../simulations/partition.ts';
 import { tempDir } from '../helpers/cluster.ts';
 
@@ -116,5 +116,24 @@ describe('a virtual site\'s in-memory data source', () => {
       expect(Array.from(b.x)).toEqual(Array.from(a.x));
     }
     expect(await mem.describe()).toEqual(await csv.describe());
+  });
+});
+
+describe('shared scaling for virtual sites', () => {
+  it('should scale with the given study-wide statistics instead of the site\'s own when a scenario asks for global standardization', async () => {
+    const rows = part({ kind: 'dirichlet', alpha: 0.1 }, 5)[0]!.rows;
+    const w = table.width;
+    const x = new Float64Array(rows.length * w);
+    rows.forEach((r, k) => x.set(table.x.subarray(r * w, (r + 1) * w), k * w));
+    const stats = scalingStats(table.x, w);
+    const base = { label: 'malignant', features: table.features, classes: table.classes, width: w, x, y: Int32Array.from(rows, (r) => table.y[r]!), rowIds: rows };
+    const shared = new MatrixSource({ ...base, stats }, { holdoutFraction: 0.25, seed: 1 }).loadSync('train');
+    const own = new MatrixSource(base, { holdoutFraction: 0.25, seed: 1 }).loadSync('train');
+    const ids = new MatrixSource(base, { holdoutFraction: 0.25, seed: 1 }).rowIds('train');
+    expect(shared.x[0]).toBeCloseTo((table.x[ids[0]! * w]! - stats.mean[0]!) / stats.std[0]!, 5);
+    // the site's own scaling centres its rows; the shared one keeps the site's shift from the whole table
+    const meanOf = (a: Float32Array) => Array.from({ length: a.length / w }, (_, i) => a[i * w]!).reduce((s, v) => s + v, 0) / (a.length / w);
+    expect(Math.abs(meanOf(own.x))).toBeLessThan(1e-5);
+    expect(Math.abs(meanOf(shared.x))).toBeGreaterThan(0.1);
   });
 });
