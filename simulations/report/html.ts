@@ -111,8 +111,8 @@ function utility(r: SimulationResult): string {
     const bars = (pick: (s: SettingResult) => number | null | undefined) => r.settings.map((s, i) => ({ label: s.label, value: pick(s) ?? null, color: colorAt(i), note: s.status === 'completed' ? '' : s.error?.code ?? 'failed' }));
     return `<h2>Final utility by setting</h2>
 <p class="note">No setting used differential privacy and no numeric parameter was swept, so the final round's utility is shown per setting. With DP, this section plots utility against the privacy spent (ε).</p>
-<div class="grid2">${barChart({ title: 'Final pooled accuracy', xLabel: 'accuracy', bars: bars((s) => s.final?.accuracy), format: (v) => `${(v * 100).toFixed(1)}%` })}
-${barChart({ title: 'Final pooled AUC', xLabel: 'AUC', bars: bars((s) => s.final?.auc) })}</div>`;
+${barChart({ title: 'Final pooled accuracy', xLabel: 'accuracy', bars: bars((s) => s.final?.accuracy), domain: [0, 1], format: (v) => `${(v * 100).toFixed(1)}%` })}
+${barChart({ title: 'Final pooled AUC', xLabel: 'AUC', bars: bars((s) => s.final?.auc), domain: [0, 1], refLine: { x: 0.5, label: '0.5 = chance' } })}`;
   }
   const xOf = (s: SettingResult): number | null => (withEps ? s.epsilon : (s.overrides[numericKey!] as number));
   const xName = withEps ? 'ε (privacy spent)' : numericKey!;
@@ -142,7 +142,8 @@ function membership(r: SimulationResult): string {
   const m = r.settings.find((s) => s.membership)?.membership;
   return `<h2>Membership inference</h2>
 <p class="note">Loss-threshold attack (Yeom et al., IEEE CSF 2018) on the final global model: records the model fits unusually well are guessed to be training records. Members: the sites' training rows (${m?.members ?? 0}); non-members: their hold-out rows (${m?.nonMembers ?? 0}). Attack AUC 0.5 means the attack does no better than a coin; differential privacy pushes it there.</p>
-${barChart({ title: 'Attack AUC on the final model', xLabel: 'attack AUC (members vs non-members)', bars, domain: [Math.min(0.4, ...bars.map((b) => b.value ?? 1)), Math.max(0.7, ...bars.map((b) => (b.value ?? 0) + 0.02))], refLine: { x: 0.5, label: '0.5 = no leak' } })}`;
+${barChart({ title: 'Attack AUC on the final model (bars start at 0.5: no leak)', xLabel: 'attack AUC (members vs non-members)', bars, base: 0.5,
+    domain: [Math.min(0.4, ...bars.map((b) => (b.value ?? 1) - 0.02)), Math.max(0.75, ...bars.map((b) => (b.value ?? 0) + 0.05))], refLine: { x: 0.5, label: '0.5 = no leak' } })}`;
 }
 
 function perSite(r: SimulationResult): string {

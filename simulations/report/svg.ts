@@ -125,6 +125,8 @@ export function lineChart(o: {
 export function barChart(o: {
   title: string; xLabel: string; bars: { label: string; value: number | null; color: string; note?: string }[];
   domain?: [number, number]; refLine?: { x: number; label: string }; width?: number; format?: (v: number) => string;
+  /** Bars grow from this value (default 0), e.g. 0.5 for an AUC, so a bar shows the distance from chance. */
+  base?: number;
 }): string {
   const labelWidth = Math.min(440, Math.max(90, ...o.bars.map((b) => b.label.length * 6.2 + 14)));
   const rowH = 24;
@@ -147,8 +149,8 @@ export function barChart(o: {
       parts.push(`<text x="${f.left + 6}" y="${y + rowH / 2 + 4}" class="tick muted">${esc(b.note ?? 'n/a')}</text>`);
       return;
     }
-    const x0 = sx(Math.max(lo, Math.min(0, hi)));
-    const x1 = sx(b.value);
+    const x0 = sx(Math.max(lo, Math.min(o.base ?? 0, hi)));
+    const x1 = sx(Math.max(lo, Math.min(b.value, hi)));
     parts.push(`<rect x="${Math.min(x0, x1).toFixed(1)}" y="${y + 4}" width="${Math.max(1, Math.abs(x1 - x0)).toFixed(1)}" height="${rowH - 8}" rx="3" fill="${b.color}"><title>${esc(`${b.label}: ${format(b.value)}${b.note ? ` (${b.note})` : ''}`)}</title></rect>`);
     parts.push(`<text x="${(Math.max(x0, x1) + 5).toFixed(1)}" y="${y + rowH / 2 + 4}" class="tick">${esc(format(b.value))}</text>`);
   });
