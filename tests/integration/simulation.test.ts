@@ -44,6 +44,19 @@ describe('cohort simulate with 20% sign-flipping sites (acceptance, small scale)
   }, 180_000);
 });
 
+describe('cohort simulate on the command line', () => {
+  it('should show an example in --help and refuse an unknown sweep key with a coded error before running anything', async () => {
+    const { stdout } = await run(process.execPath, [BIN, 'simulate', '--help'], { cwd: root });
+    expect(stdout).toMatch(/Example:\n\s+cohort simulate /);
+    for (const flag of ['--sites', '--rounds', '--seed', '--strategy', '--sweep', '--set', '--out']) expect(stdout).toContain(flag);
+    const out = tempDir('cohort-sim-bad-');
+    const err = await run(process.execPath, [BIN, 'simulate', '--sweep', 'dp.noiseMultiplier=0,1', '--out', out], { cwd: root }).then(() => null, (e: { code: number; stderr: string }) => e);
+    expect(err?.code).toBe(3);
+    expect(err?.stderr).toContain('error COHORT_ERR_SIM_SCENARIO_INVALID');
+    expect(existsSync(join(out, 'results.json'))).toBe(false);
+  }, 60_000);
+});
+
 describe('simulation reproducibility', () => {
   const scenario: ScenarioInput = {
     name: 'reproducibility', seed: 9, sites: 6, rounds: 4,
