@@ -199,9 +199,22 @@ export type PrivacyEvent =
 export function rdpOf(event: PrivacyEvent, orders: readonly number[] = DEFAULT_ORDERS, series: FractionalSeries = 'exact'): number[] {
   if (!(event.steps >= 0)) throw new RangeError(`steps must be >= 0, got ${event.steps}`);
   if (event.steps === 0) return orders.map(() => 0);
-  return orders.map((a) => event.steps * (event.kind === 'sampled-gaussian'
-    ? rdpSampledGaussian(event.q, event.noiseMultiplier, a, series)
-    : rdpSkellam(a, event)));
+  return perStep(event, orders, series).map((r) => event.steps * r);
+}
+
+// A site replays its whole budget file before each round: remember each mechanism's per-step RDP.
+const memo = new Map<string, number[]>();
+function perStep(event: PrivacyEvent, orders: readonly number[], series: FractionalSeries): number[] {
+  const key = event.kind === 'sampled-gaussian'
+    ? `g|${event.q}|${event.noiseMultiplier}|${series}|${orders.join(',')}`
+    : `s|${event.l1}|${event.l2}|${event.variance}|${orders.join(',')}`;
+  let r = memo.get(key);
+  if (!r) {
+    r = orders.map((a) => (event.kind === 'sampled-gaussian' ? rdpSampledGaussian(event.q, event.noiseMultiplier, a, series) : rdpSkellam(a, event)));
+    if (memo.size > 256) memo.clear();
+    memo.set(key, r);
+  }
+  return r;
 }
 
 /**
