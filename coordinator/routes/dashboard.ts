@@ -89,7 +89,7 @@ export interface DashboardRound {
   completedAt: string;
   pooled: ClinicalMetrics;
   perSite: Record<string, SiteMetrics>;
-  /** Differential privacy is not implemented yet; the dashboard shows "—" while this is absent. */
+  /** Differential privacy: largest epsilon spent by any site (record level) or the client-level epsilon; absent without DP. */
   epsilonSpent?: number;
 }
 
@@ -117,6 +117,8 @@ export function registerDashboard(app: FastifyInstance, deps: DashboardDeps): vo
       durationMs: r.durationMs, completedAt: r.completedAt,
       pooled: clinicalMetrics(r.pooledCounts, { minCellCount }),
       perSite: perSiteMetrics(r, minCellCount),
+      // Differential privacy: the largest epsilon any site has spent (record level), or the study's client level.
+      ...(r.privacy ? { epsilonSpent: r.privacy.client?.epsilon ?? Math.max(0, ...Object.values(r.privacy.perSite).map((e) => e.record ?? e.client ?? 0)) } : {}),
     }));
     return jsonSafe({
       studyId: study.id, minCellCount,
