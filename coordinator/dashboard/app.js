@@ -19,7 +19,7 @@ const state = {
   studies: [],
   selected: params.get('study') || '',
   detail: null, // GET /api/studies/:id
-  metrics: null, // GET /api/dashboard/studies/:id/metrics
+  metrics: null, // GET /api/studies/:id/metrics
   live: null, // { studyId, round, status, message } from the latest round event
 };
 
@@ -288,7 +288,7 @@ async function loadSelected() {
     return;
   }
   const id = encodeURIComponent(state.selected);
-  const [detail, metrics] = await Promise.all([api(`/api/studies/${id}`), api(`/api/dashboard/studies/${id}/metrics`)]);
+  const [detail, metrics] = await Promise.all([api(`/api/studies/${id}`), api(`/api/studies/${id}/metrics`)]);
   if (detail.study.id !== state.selected) return; // the selection moved on meanwhile
   state.detail = detail;
   state.metrics = metrics;
