@@ -248,9 +248,10 @@ example(program.command('demo')
   .option('--sites <n>', 'site agents', '3')
   .option('--dir <dir>', 'working directory (default: a fresh temporary one)')
   .option('--keep', 'keep the coordinator and agents running after the study, until Ctrl-C')
-  .action(async (o: { rounds: string; sites: string; dir?: string; keep?: boolean }) => {
-    process.exitCode = await runDemo({ rounds: Number(o.rounds), sites: Number(o.sites), keep: o.keep ?? false, ...(o.dir ? { dir: o.dir } : {}) });
-  }), 'cohort demo --rounds 10');
+  .option('--loso', 'also run leave-one-site-out evaluation after the rounds')
+  .action(async (o: { rounds: string; sites: string; dir?: string; keep?: boolean; loso?: boolean }) => {
+    process.exitCode = await runDemo({ rounds: Number(o.rounds), sites: Number(o.sites), keep: o.keep ?? false, loso: o.loso ?? false, ...(o.dir ? { dir: o.dir } : {}) });
+  }), 'cohort demo --rounds 10 --loso');
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof CohortError || err instanceof ApiError) {
