@@ -6,8 +6,8 @@
  *
  * It runs inside the study runner (one call, after the last round) and reuses its parts: the transport, the
  * tasks the sites already approved (same manifest, same round numbers, same training parameters), edge
- * validation of every update, and the study's strategy (a fresh instance per fold). Each fold is saved on the
- * study as it finishes, so a coordinator restarted mid-way resumes at the next fold.
+ * validation of every update, and the study's strategy (a fresh instance per fold, from the runner's factory).
+ * Each fold is saved on the study as it finishes, so a coordinator restarted mid-way resumes at the next fold.
  *
  * LOSO trains with plain aggregation of updates, so a study with secure aggregation cannot ask for it yet (it is
  * refused when the study is created, see `losoUnsupportedReason`), rather than silently exposing single updates.
@@ -18,8 +18,7 @@ import { CohortError, type WireError } from '../../protocol/errors.ts';
 import { EvaluateResultSchema, TrainResultSchema, parseReply, type EvalCounts, type StudyManifest, type Task } from '../../protocol/messages.ts';
 import { manifestHash } from '../../protocol/signing.ts';
 import type { SiteFailure, StudyRecord } from '../store/store.ts';
-import { strategyFor } from '../strategies/fedavg.ts';
-import { weightedMean, type FitResult } from '../strategies/strategy.ts';
+import { weightedMean, type FitResult, type Strategy } from '../strategies/strategy.ts';
 import type { OnlineSite } from '../transport/transport.ts';
 import type { RunnerDeps } from './study-runner.ts';
 
@@ -66,7 +65,7 @@ class FoldFailed extends Error {
  * A fold that cannot run (too few other sites, too few valid updates, the held-out site unreachable) is recorded
  * as failed with its code; it does not fail the study. `check` throws when the runner is asked to stop.
  */
-export async function runLeaveOneSiteOut(deps: RunnerDeps, study: StudyRecord, check: () => void): Promise<LosoResult> {
+export async function runLeaveOneSiteOut(deps: RunnerDeps, study: StudyRecord, check: () => void, makeStrategy: () => Strategy): Promise<LosoResult> {
   const { store, log } = deps;
   if (study.loso?.status === 'completed') return study.loso;
   const sites = Object.keys(study.schemas ?? {}).sort();
@@ -75,7 +74,7 @@ export async function runLeaveOneSiteOut(deps: RunnerDeps, study: StudyRecord, c
   for (const [i, heldOut] of sites.entries()) {
     if (result.folds.some((f) => f.heldOut === heldOut)) continue;
     check();
-    const fold = await runFold(deps, study, heldOut, sites.filter((s) => s !== heldOut), check, `${i + 1}/${sites.length}`);
+    const fold = await runFold(deps, study, heldOut, sites.filter((s) => s !== heldOut), check, `${i + 1}/${sites.length}`, makeStrategy);
     result = { ...result, folds: [...result.folds, fold] };
     await store.updateStudy(study.id, { loso: result });
     await store.appendAudit({ action: 'study.loso.fold', studyId: study.id, site: heldOut, details: { status: fold.status, trainedOn: fold.trainedOn, ...(fold.error ? { code: fold.error.code } : {}) } });
@@ -116,7 +115,7 @@ async function onlineAmong(deps: RunnerDeps, study: StudyRecord, names: readonly
   }
 }
 
-async function runFold(deps: RunnerDeps, study: StudyRecord, heldOut: string, others: string[], check: () => void, label: string): Promise<LosoFold> {
+async function runFold(deps: RunnerDeps, study: StudyRecord, heldOut: string, others: string[], check: () => void, label: string, makeStrategy: () => Strategy): Promise<LosoFold> {
   const { checkpoints, transport, log } = deps;
   const startedAt = new Date().toISOString();
   const p = study.manifest.participation;
@@ -140,7 +139,7 @@ async function runFold(deps: RunnerDeps, study: StudyRecord, heldOut: string, ot
     if (others.length < p.minSites) {
       throw new FoldFailed({ code: 'COHORT_ERR_STUDY_NOT_ENOUGH_SITES', message: `leaving out ${heldOut} leaves ${others.length} sites; the study needs ${p.minSites}` });
     }
-    const strategy = strategyFor(study.manifest.strategy.name);
+    const strategy = makeStrategy(); // fresh per fold: a stateful strategy starts over with its model
     let global: Tensor[] = await checkpoints.load(study.id, 0);
     const shapes = global.map((x) => x.shape);
     for (let round = 1; round <= t.rounds; round++) {

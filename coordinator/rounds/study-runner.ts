@@ -92,7 +92,7 @@ export class StudyRunner {
         await this.runRound(study, study.completedRounds + 1, check);
         study = store.mustGetStudy(studyId);
       }
-      if (study.manifest.evaluation.leaveOneSiteOut) await runLeaveOneSiteOut(this.deps, study, check);
+      if (study.manifest.evaluation.leaveOneSiteOut) await runLeaveOneSiteOut(this.deps, study, check, () => strategyFor(study.manifest.strategy.name));
       await store.updateStudy(studyId, { status: 'completed' });
       this.emit({ type: 'study', studyId, status: 'completed' });
       log.info({ studyId, rounds: study.completedRounds }, 'study completed');
