@@ -16,7 +16,7 @@ import { clinicalMetrics, exactAuc } from '../../protocol/metrics.ts';
 import { manifestHash } from '../../protocol/signing.ts';
 import { loadSiteConfig, resolveIn } from '../../site-agent/config.ts';
 import { CsvSource } from '../../site-agent/data/csv-source.ts';
-import { adminTokenFor, json, runStudy, startCoordinator, startSites, tempDir, wdbcManifest, type TestSite } from '../helpers/cluster.ts';
+import { adminTokenFor, createStudy, json, runStudy, startCoordinator, startSites, tempDir, waitFor, waitForEnd, wdbcManifest, type TestSite } from '../helpers/cluster.ts';
 
 describe('researcher results', () => {
   let coordinator: Coordinator;
@@ -155,4 +155,40 @@ describe('researcher results', () => {
       ['Site 1', 'failed', 'COHORT_ERR_STUDY_NOT_ENOUGH_SITES'], ['Site 2', 'failed', 'COHORT_ERR_STUDY_NOT_ENOUGH_SITES'],
     ]);
   });
+});
+
+describe('leave-one-site-out across a coordinator restart', () => {
+  let sites: TestSite[] = [];
+  const coordinators: Coordinator[] = [];
+  afterAll(async () => {
+    await Promise.all(sites.map((s) => s.agent.stop()));
+    for (const c of coordinators) await c.close();
+  });
+
+  it('should resume at the next fold after a restart, running every fold exactly once', async () => {
+    const dataDir = tempDir('cohort-loso-resume-');
+    const first = await startCoordinator({ dataDir });
+    coordinators.push(first.coordinator);
+    sites = await startSites(first.url, 3);
+    const m = wdbcManifest({ name: 'loso resume', evaluation: { holdoutFraction: 0.25, leaveOneSiteOut: true } });
+    m.training = { ...m.training, rounds: 2 };
+    const id = await createStudy(first.url, m);
+    await json(first.url, `/api/studies/${id}/start`, { method: 'POST' });
+    // Stop the coordinator as soon as the first fold is saved.
+    await waitFor(() => (first.coordinator.store.getStudy(id)?.loso?.folds.length ?? 0) >= 1 || undefined, 60_000, 10);
+    await first.coordinator.close();
+    const foldsAtStop = first.coordinator.store.getStudy(id)!.loso!.folds.length;
+    expect(foldsAtStop).toBeLessThan(3);
+    expect(first.coordinator.store.getStudy(id)!.status).toBe('running');
+
+    // Same data directory, same port: the agents reconnect by themselves and the study resumes.
+    const second = await startCoordinator({ dataDir, port: Number(new URL(first.url).port), adminToken: first.adminToken });
+    coordinators.push(second.coordinator);
+    const end = await waitForEnd(second.url, id);
+    expect(end.study.status).toBe('completed');
+    const loso = second.coordinator.store.getStudy(id)!.loso!;
+    expect(loso.status).toBe('completed');
+    expect(loso.folds.map((f) => [f.heldOut, f.status])).toEqual([['Site 1', 'completed'], ['Site 2', 'completed'], ['Site 3', 'completed']]);
+    expect(second.coordinator.store.listAudit({ studyId: id }).filter((a) => a.action === 'study.loso.fold')).toHaveLength(3);
+  }, 120_000);
 });
