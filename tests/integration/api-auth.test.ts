@@ -3,7 +3,9 @@
  * endpoint cannot escape it: every route is in the OpenAPI document with the access it enforces, and every
  * token-protected endpoint refuses a missing token, a wrong token and a token of too low a role, changing nothing.
  */
+import { io as connect } from 'socket.io-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EVENTS_NAMESPACE, type StudyEvent } from '../../protocol/events.ts';
 import type { Coordinator } from '../../coordinator/app.ts';
 import { DOCS_PREFIX, type Access } from '../../coordinator/routes/openapi.ts';
 import { json, startCoordinator, wdbcManifest } from '../helpers/cluster.ts';
@@ -110,5 +112,24 @@ describe('the REST API contract', () => {
     const wrong = await json<{ error: { code: string } }>(url, '/api/enroll', { method: 'POST', body: { token, name: 'Rogue', publicKey, signature }, token: null });
     expect([wrong.status, wrong.body.error.code]).toEqual([401, 'COHORT_ERR_AUTH_ENROLLMENT_TOKEN']);
     expect(coordinator.store.listSites()).toHaveLength(0);
+  });
+
+  it('should refuse the live events namespace without a valid token, and stream events to a viewer', async () => {
+    const attempt = (auth: Record<string, string>) => new Promise<{ error?: string; events?: StudyEvent[] }>((resolve) => {
+      const socket = connect(new URL(EVENTS_NAMESPACE, url).toString(), { auth, reconnection: false, transports: ['websocket'] });
+      socket.on('connect_error', (e) => { socket.close(); resolve({ error: e.message }); });
+      socket.on('connect', async () => {
+        const events: StudyEvent[] = [];
+        socket.on('event', (e: StudyEvent) => events.push(e));
+        await json(url, '/api/studies', { method: 'POST', body: wdbcManifest({ name: 'events probe' }), token: tokens.researcher });
+        await new Promise((r) => setTimeout(r, 200));
+        socket.close();
+        resolve({ events });
+      });
+    });
+    expect(await attempt({})).toEqual({ error: 'COHORT_ERR_AUTH_TOKEN_MISSING' });
+    expect(await attempt({ token: `cht_${'z'.repeat(43)}` })).toEqual({ error: 'COHORT_ERR_AUTH_TOKEN_INVALID' });
+    const ok = await attempt({ token: tokens.viewer });
+    expect(ok.events?.some((e) => e.type === 'study' && e.status === 'created')).toBe(true);
   });
 });
