@@ -23,7 +23,7 @@ const { coordinator, url } = await startCoordinator();
 const sites = await startSites(url, SITES);
 const runs: Run[] = [];
 try {
-  const dpManifest = demoManifest(rounds, SITES, true);
+  const dpManifest = demoManifest(rounds, SITES, false, true);
   const plain: StudyManifestInput = { ...dpManifest, name: 'WDBC without DP (baseline)', privacy: { secureAggregation: false } };
   const one = async (label: string, m: StudyManifestInput): Promise<Run> => {
     const t0 = Date.now();

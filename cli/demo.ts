@@ -24,6 +24,8 @@ export interface DemoOptions {
   sites: number;
   keep: boolean;
   dir?: string;
+  /** Also run leave-one-site-out evaluation after the rounds (each round then needs one site fewer). */
+  loso?: boolean;
   /** Record-level differential privacy (DP-SGD at every site) at epsilon 2, delta 1e-5. */
   dp?: boolean;
 }
@@ -59,9 +61,9 @@ export function splitCsvForSites(csvFile: string, sites: number, seed = 7): stri
   return out;
 }
 
-export function demoManifest(rounds: number, sites: number, dp = false): StudyManifestInput {
+export function demoManifest(rounds: number, sites: number, loso = false, dp = false): StudyManifestInput {
   if (dp) {
-    const base = demoManifest(rounds, sites);
+    const base = demoManifest(rounds, sites, loso);
     return {
       ...base, name: 'WDBC malignancy with record-level DP (demo)',
       training: { rounds, ...WDBC_DP.training }, privacy: { secureAggregation: false, dp: WDBC_DP.dp },
@@ -74,8 +76,9 @@ export function demoManifest(rounds: number, sites: number, dp = false): StudyMa
     model: { template: 'logreg' },
     training: { rounds, localEpochs: 2, batchSize: 16, optimizer: 'adam', learningRate: 0.05 },
     strategy: { name: 'fedavg' },
-    participation: { minSites: sites, roundDeadlineMs: 60_000, waitForSitesMs: 60_000, maxRoundAttempts: 3 },
-    evaluation: { holdoutFraction: 0.25 },
+    // Leave-one-site-out trains on every site but one, so each round may then have one site fewer.
+    participation: { minSites: loso ? Math.max(2, sites - 1) : sites, roundDeadlineMs: 60_000, waitForSitesMs: 60_000, maxRoundAttempts: 3 },
+    evaluation: { holdoutFraction: 0.25, leaveOneSiteOut: loso },
     seed: 42,
   };
 }
@@ -115,7 +118,9 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     const coord = spawnCohort(['coordinator', '--data-dir', join(dir, 'coordinator'), '--port', '0'], join(dir, 'coordinator.log'), { COHORT_ADMIN_TOKEN: token });
     children.push(coord);
     const url = await waitForUrl(coord);
-    console.log(`coordinator: ${url}`);
+    console.log(`coordinator: ${url}   API docs: ${url}/docs`);
+    // A throwaway loopback demo: the dashboard link carries the admin token (the page moves it out of the address bar).
+    console.log(`dashboard (live): ${url}/?token=${token}`);
     const researcher = createResearcherKey(join(dir, 'researcher.json'), 'Demo Researcher');
     const parts = splitCsvForSites(WDBC, o.sites);
     for (const [i, csv] of parts.entries()) {
@@ -131,7 +136,7 @@ export async function runDemo(o: DemoOptions): Promise<number> {
       children.push(spawnCohort(['site', 'run', '--dir', siteDir], join(dir, `site-${i + 1}.log`)));
       console.log(`site agent: ${name} with ${csv.trim().split('\n').length - 1} patients, enrolled with a one-time token (records stay in ${siteDir})`);
     }
-    const { study } = await api<{ study: { id: string } }>(url, '/api/studies', { method: 'POST', token, body: signedStudyRequest(demoManifest(o.rounds, o.sites, o.dp ?? false), researcher) });
+    const { study } = await api<{ study: { id: string } }>(url, '/api/studies', { method: 'POST', token, body: signedStudyRequest(demoManifest(o.rounds, o.sites, o.loso ?? false, o.dp ?? false), researcher) });
     await api(url, `/api/studies/${study.id}/start`, { method: 'POST', token });
     console.log(`study ${study.id} (manifest signed by ${researcher.name}) started: ${o.rounds} rounds of FedAvg, logistic regression\n`);
     const final = await watchStudy(url, study.id, { watch: true, json: false, token });

@@ -301,6 +301,9 @@ export class SiteAgent {
       };
     }
     const holdout = await src.load('holdout');
-    return { counts: await evaluate(task.model, global, holdout) };
+    // The site's own minimum cell count, declared with the counts so the coordinator honours it for any
+    // per-site value it reports.
+    const minCellCount = this.opts.config.policy.minCellCount;
+    return { counts: { ...await evaluate(task.model, global, holdout, { minCellCount }), minCellCount } };
   }
 }
