@@ -61,7 +61,7 @@ export class Krum implements Strategy {
   /** Sites chosen in the last round (for reports and tests). */
   lastSelected: string[] = [];
 
-  aggregate(_global: readonly Tensor[], input: AggregateInput): Tensor[] {
+  aggregate(_global: readonly Tensor[], input: AggregateInput, _round?: number): Tensor[] {
     const results = bySite(individualResults(input, this.name));
     const n = results.length;
     const f = this.byzantine;

@@ -56,6 +56,11 @@ export function checkStudyStrategy(manifest: StudyManifest): void {
       { strategy: strategy.name });
   }
   const s = manifest.strategy;
+  if (s.name === 'fedprox' && s.mu > 0 && manifest.privacy.dp?.mode === 'record') {
+    throw new CohortError('COHORT_ERR_STUDY_STRATEGY_INVALID',
+      "FedProx's proximal term is not part of DP-SGD (record-level differential privacy) yet; use fedavg or a server optimizer with record-level DP",
+      { strategy: s.name });
+  }
   if ((s.name === 'krum' || s.name === 'multi-krum') && manifest.participation.minSites < krumMinUpdates(s.byzantine)) {
     throw new CohortError('COHORT_ERR_STUDY_STRATEGY_INVALID',
       `${s.name} with byzantine=${s.byzantine} needs at least ${krumMinUpdates(s.byzantine)} updates per round (n > 2f + 2); set participation.minSites to ${krumMinUpdates(s.byzantine)} or more`,
