@@ -39,6 +39,13 @@ export const ERRORS = {
   COHORT_ERR_ROUND_STALE: { http: 409, message: 'reply is for a round that is not in progress' },
   COHORT_ERR_ROUND_TOO_FEW_RESULTS: { http: 503, message: 'too few sites returned results before the deadline' },
   COHORT_ERR_ROUND_DUPLICATE: { http: 409, message: 'site already submitted for this round' },
+  // aggregation strategies (coordinator/strategies)
+  COHORT_ERR_STUDY_STRATEGY_NEEDS_INDIVIDUAL: { http: 400, message: 'strategy needs individual updates and cannot run under secure aggregation' },
+  COHORT_ERR_STUDY_STRATEGY_INVALID: { http: 400, message: 'strategy parameters do not fit the study' },
+  // simulations (cohort simulate)
+  COHORT_ERR_SIM_SCENARIO_INVALID: { http: 400, message: 'simulation scenario or flag is invalid' },
+  COHORT_ERR_SIM_PARTITION_INVALID: { http: 400, message: 'data cannot be partitioned across the virtual sites as asked' },
+  COHORT_ERR_SIM_WORKER_FAILED: { http: 500, message: 'a simulation worker thread failed' },
   // site-side
   COHORT_ERR_SITE_DATASET_UNKNOWN: { http: 404, message: 'the site has no dataset with that id' },
   COHORT_ERR_SITE_SCHEMA_MISMATCH: { http: 422, message: 'site data does not match the study task' },
@@ -68,7 +75,10 @@ export const ERRORS = {
   COHORT_ERR_SECAGG_CONFIG: { http: 400, message: 'secure-aggregation session parameters are invalid or differ from the manifest' },
   COHORT_ERR_SECAGG_INCONSISTENT: { http: 409, message: 'unmask request is inconsistent (a site both survived and dropped, or unknown sites)' },
   COHORT_ERR_SECAGG_DISCONNECTED: { http: 409, message: 'the surviving sites do not form a connected neighbour graph; unmasking would reveal partial sums' },
-  COHORT_ERR_STUDY_SECAGG_STRATEGY: { http: 400, message: 'the strategy needs individual updates and cannot run under secure aggregation' },
+  // differential privacy (protocol/privacy, site-agent/mods/dp.ts, coordinator/privacy)
+  COHORT_ERR_DP_INVALID: { http: 400, message: 'differential privacy settings are invalid for this study' },
+  COHORT_ERR_DP_UNSUPPORTED: { http: 501, message: 'this differential privacy mode is not available yet' },
+  COHORT_ERR_STUDY_EPSILON_TARGET: { http: 409, message: 'the next round would exceed the study target epsilon' },
   // data sources
   COHORT_ERR_DATA_PARSE: { http: 422, message: 'data file could not be parsed' },
   COHORT_ERR_DATA_SCHEMA: { http: 422, message: 'data does not match its declared schema' },

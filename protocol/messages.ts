@@ -33,6 +33,102 @@ export const ResolvedModelSchema = z.object({
 });
 export type ResolvedModel = z.infer<typeof ResolvedModelSchema>;
 
+// ---------------------------------------------------------------- aggregation strategies
+
+/**
+ * How the coordinator turns site updates into the next global model: a name and that paper's parameters, with the
+ * paper's defaults (see coordinator/strategies/ and docs/simulations.md). `fedavg`, `fedavgm`, `fedprox` and the
+ * adaptive optimizers need only the weighted mean of the updates (so they run under secure aggregation);
+ * `fedmedian`, `trimmed-mean`, `krum` and `multi-krum` need each site's update and cannot.
+ */
+export const StrategySpecSchema = z.discriminatedUnion('name', [
+  z.object({ name: z.literal('fedavg') }),
+  z.object({
+    name: z.literal('fedavgm'),
+    serverLearningRate: z.number().positive().max(100).default(1),
+    momentum: z.number().min(0).lt(1).default(0.9),
+  }),
+  z.object({ name: z.literal('fedprox'), mu: z.number().min(0).max(1000).default(0.01) }),
+  ...(['fedadam', 'fedyogi'] as const).map((name) => z.object({
+    name: z.literal(name),
+    eta: z.number().positive().max(100).default(0.1),
+    beta1: z.number().min(0).lt(1).default(0.9),
+    beta2: z.number().min(0).lt(1).default(0.99),
+    tau: z.number().positive().max(1).default(1e-3),
+  })),
+  z.object({
+    name: z.literal('fedadagrad'),
+    eta: z.number().positive().max(100).default(0.1),
+    beta1: z.number().min(0).lt(1).default(0.9),
+    tau: z.number().positive().max(1).default(1e-3),
+  }),
+  z.object({ name: z.literal('fedmedian') }),
+  z.object({ name: z.literal('trimmed-mean'), beta: z.number().min(0).lt(0.5).default(0.1) }),
+  z.object({ name: z.literal('krum'), byzantine: z.number().int().min(0).max(10_000).default(1) }),
+  z.object({
+    name: z.literal('multi-krum'),
+    byzantine: z.number().int().min(0).max(10_000).default(1),
+    /** Updates averaged; default n - byzantine. */
+    select: z.number().int().min(1).max(100_000).optional(),
+  }),
+]);
+export type StrategySpec = z.output<typeof StrategySpecSchema>;
+export type StrategyName = StrategySpec['name'];
+// ---------------------------------------------------------------- differential privacy (manifest `privacy.dp`)
+
+/**
+ * Differential privacy for a study (docs/privacy.md, "Differential privacy"). `record`: DP-SGD inside each site's
+ * training, each site's own guarantee for its patients. `client-central`: each site's update is clipped and the
+ * coordinator adds Gaussian noise to the sum, protecting a whole site's contribution from whoever gets the model.
+ * `client-distributed`: the same with integer noise added by the sites under secure aggregation (accounting and
+ * site noise exist; the protocol wiring comes with secure aggregation).
+ */
+export const DpSettingsSchema = z.object({
+  mode: z.enum(['none', 'record', 'client-central', 'client-distributed']),
+  /** L2 bound: per example (record) or per site update (client modes); the initial bound with adaptive clipping. */
+  clip: z.number().positive().max(1e6).default(1),
+  /** Noise standard deviation over clip. Give this, or `targetEpsilon`, or both (then the target is a cap). */
+  noiseMultiplier: z.number().min(0).max(1e6).optional(),
+  /** Epsilon at `delta` for the whole study: calibrates the noise when `noiseMultiplier` is absent, else caps it. */
+  targetEpsilon: z.number().positive().max(1e4).optional(),
+  delta: z.number().positive().max(0.1).default(1e-5),
+  /** Record mode: examples per clipped microbatch (1 = per-example clipping). Larger costs privacy (2x sensitivity). */
+  microbatch: z.number().int().min(1).max(65_536).default(1),
+  /** Record mode: each site returns the mean of its last half of DP-SGD iterates (free in privacy, less noise). */
+  averageIterates: z.boolean().default(false),
+  /** Client modes: adapt the clip to a quantile of site update norms (Andrew et al. 2021). */
+  adaptiveClipping: z.object({
+    targetQuantile: z.number().min(0).max(1).default(0.5),
+    learningRate: z.number().positive().max(10).default(0.2),
+    /** Noise on the count of unclipped sites, in counts; default: expected sites / 20 as the paper suggests. */
+    bitNoiseMultiplier: z.number().positive().max(1e6).optional(),
+  }).optional(),
+}).refine((d) => d.mode === 'none' || d.noiseMultiplier !== undefined || d.targetEpsilon !== undefined, {
+  message: 'give noiseMultiplier or targetEpsilon (or both)', path: ['noiseMultiplier'],
+}).refine((d) => !d.adaptiveClipping || d.mode === 'client-central' || d.mode === 'client-distributed', {
+  message: 'adaptive clipping applies to the client modes only', path: ['adaptiveClipping'],
+});
+export type DpSettings = z.output<typeof DpSettingsSchema>;
+
+/** What a site reports about its privacy spend with each training reply (shown per site by the coordinator). */
+export const TrainPrivacySchema = z.object({
+  mode: z.enum(['record', 'client-central', 'client-distributed']),
+  delta: z.number().positive(),
+  /** The site's own accountant, this study and dataset, after this round: record-level epsilon. */
+  recordEpsilon: z.number().min(0).optional(),
+  /** Client-level epsilon, as the site accounts it from the manifest's noise (central noise is the coordinator's). */
+  clientEpsilon: z.number().min(0).optional(),
+  /** Epsilon (of the level the site's policy caps) after one more round like this one. */
+  nextRoundEpsilon: z.number().min(0).optional(),
+  /** Record mode: noise multiplier, Poisson sampling rate and steps of this round's DP-SGD. */
+  noiseMultiplier: z.number().min(0).optional(),
+  sampleRate: z.number().min(0).max(1).optional(),
+  steps: z.number().int().min(0).optional(),
+  /** Client modes: whether the update's norm was within the clip before clipping (adaptive clipping's bit). */
+  withinClip: z.boolean().optional(),
+});
+export type TrainPrivacy = z.infer<typeof TrainPrivacySchema>;
+
 // ---------------------------------------------------------------- study manifest
 
 export const StudyManifestSchema = z.object({
@@ -56,7 +152,7 @@ export const StudyManifestSchema = z.object({
     optimizer: z.enum(['adam', 'sgd']).default('adam'),
     learningRate: z.number().positive().max(10).default(0.01),
   }),
-  strategy: z.object({ name: z.enum(['fedavg']).default('fedavg') }).default({ name: 'fedavg' }),
+  strategy: StrategySpecSchema.default({ name: 'fedavg' }),
   participation: z.object({
     minSites: z.number().int().min(1).max(100_000).default(2),
     /** Sites by name; when absent, every connected site with the dataset takes part. */
@@ -73,10 +169,17 @@ export const StudyManifestSchema = z.object({
      * updates. `false` turns it off; an object sets its parameters (see secagg-messages.ts, docs/privacy.md).
      */
     secureAggregation: SecureAggregationManifestSchema,
+    /** Differential privacy; absent means none. */
+    dp: DpSettingsSchema.optional(),
   }).default({ secureAggregation: true }),
   evaluation: z.object({
     holdoutFraction: z.number().min(0.05).max(0.5).default(0.2),
-  }).default({ holdoutFraction: 0.2 }),
+    /**
+     * After the study, train one model per site on all the other sites (same rounds) and score it on that site's
+     * hold-out: how well the approach carries over to a hospital that did not take part.
+     */
+    leaveOneSiteOut: z.boolean().default(false),
+  }).default({ holdoutFraction: 0.2, leaveOneSiteOut: false }),
   seed: z.number().int().min(0).max(2 ** 31 - 1).default(42),
 });
 export type StudyManifestInput = z.input<typeof StudyManifestSchema>;
@@ -146,6 +249,10 @@ export const TrainTaskSchema = z.object({
   learningRate: z.number().positive(),
   /** How many sites this round's aggregate combines (site policies may set a minimum). */
   participants: z.number().int().min(1),
+  /** FedProx: add (mu / 2) * ||w - w_global||^2 to the local loss. */
+  proximalMu: z.number().min(0).max(1000).optional(),
+  /** Client-level DP: this round's clip for the site's update (it changes under adaptive clipping). */
+  dp: z.object({ clip: z.number().positive() }).optional(),
   /** Present when the manifest has secure aggregation: the site replies with a masked vector (stage 3). */
   secagg: SecAggInputSchema.optional(),
 });
@@ -198,6 +305,8 @@ export const EvalCountsSchema = z.object({
   histNeg: z.array(z.number().int().min(0)).max(100_000).optional(),
   /** Exact AUC on this site's own hold-out scores. */
   auc: z.number().min(0).max(1).optional(),
+  /** The site's minimum cell count: nothing it reports per site may rest on fewer cases than this. */
+  minCellCount: z.number().int().min(0).optional(),
 });
 export type EvalCounts = z.infer<typeof EvalCountsSchema>;
 
@@ -207,8 +316,22 @@ export const TrainResultSchema = z.object({
   trainLoss: z.number(),
   backend: z.string().max(32),
   durationMs: z.number().min(0),
+  /** Present when the study uses differential privacy. */
+  privacy: TrainPrivacySchema.optional(),
 });
 export type TrainResult = z.infer<typeof TrainResultSchema>;
+
+/**
+ * The reply to a `train` task under secure aggregation (stage 3): the masked lanes (little-endian 32-bit; see
+ * protocol/crypto/quantize.ts), never the update itself, and the site's privacy report when the study uses DP.
+ */
+export const MaskedTrainResultSchema = z.object({
+  masked: bytes,
+  backend: z.string().max(32),
+  durationMs: z.number().min(0),
+  privacy: TrainPrivacySchema.optional(),
+});
+export type MaskedTrainResult = z.infer<typeof MaskedTrainResultSchema>;
 
 export const EvaluateResultSchema = z.object({ counts: EvalCountsSchema });
 export type EvaluateResult = z.infer<typeof EvaluateResultSchema>;

@@ -15,7 +15,6 @@ const B64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
  */
 const b64Of = (n: number) => z.string().length(4 * Math.ceil(n / 3)).regex(B64, 'expected base64');
 const b64Max = (maxBytes: number) => z.string().max(4 * Math.ceil(maxBytes / 3)).regex(B64, 'expected base64');
-const bytes = z.custom<Uint8Array>((v) => v instanceof Uint8Array, 'expected binary data');
 
 /**
  * `privacy.secureAggregation` in a manifest: `true` (the default: these defaults), `false` (plain FedAvg: the
@@ -96,14 +95,6 @@ export const SecAggInputSchema = z.object({
   shares: z.array(z.object({ from: id, box: b64Max(256) })).max(254),
 });
 export type SecAggInput = z.infer<typeof SecAggInputSchema>;
-
-/** Stage 3 reply of a training task: the masked lanes (little-endian 32-bit), never the update itself. */
-export const MaskedTrainResultSchema = z.object({
-  masked: bytes,
-  backend: z.string().max(32),
-  durationMs: z.number().min(0),
-});
-export type MaskedTrainResult = z.infer<typeof MaskedTrainResultSchema>;
 
 /** Stage 4 reply: shares of survivors' self-mask seeds and of dropped sites' mask keys, never both for one site. */
 export const SecAggUnmaskResultSchema = z.object({

@@ -17,7 +17,7 @@ import { CohortError, toWireError, type ErrorCode, type WireError } from '../pro
 import { SITE_NAMESPACE, type AuthAck, type ClientToServerEvents, type HelloAck, type ServerToClientEvents } from '../protocol/events.ts';
 import {
   TaskSchema, challengeMessage, parseMessage, type DescribeResult, type EvaluateResult, type Reply, type SchemaReport,
-  type StudyManifest, type Task, type TrainResult,
+  type MaskedTrainResult, type StudyManifest, type Task, type TrainResult,
 } from '../protocol/messages.ts';
 import { decodeTensors, encodeTensors } from '../protocol/codec.ts';
 import { weightShapes } from '../protocol/models.ts';
@@ -28,9 +28,12 @@ import { CsvSource } from './data/csv-source.ts';
 import type { DataSource } from './data/data-source.ts';
 import { evaluate, train } from './training/trainer.ts';
 import { selectBackend } from './training/backends.ts';
+import { SiteDp } from './mods/dp.ts';
+import { trainDpSgd } from './training/dp-sgd.ts';
+import { roundCount } from './data/data-source.ts';
 import { SecAggClient, type QuantizedTransform, type SecAggIdentity } from './mods/secagg.ts';
 import {
-  secureAggregationSettings, type MaskedTrainResult, type SecAggAdvertiseResult, type SecAggShareResult, type SecAggUnmaskResult,
+  secureAggregationSettings, type SecAggAdvertiseResult, type SecAggShareResult, type SecAggUnmaskResult,
 } from '../protocol/secagg-messages.ts';
 import { flatDelta } from '../protocol/crypto/quantize.ts';
 
@@ -85,6 +88,8 @@ export class SiteAgent {
 
   private readonly approvals: Approvals;
   private readonly ledger: Ledger | undefined;
+  /** The site's own privacy accountant and budget (site-agent/mods/dp.ts). */
+  readonly dp: SiteDp;
   /** Per-round secure-aggregation state between the stages (keys, shares), held only in memory. */
   private readonly secagg: SecAggClient;
 
@@ -93,6 +98,7 @@ export class SiteAgent {
     this.secagg = new SecAggClient({ ...(opts.quantizedTransform ? { transform: opts.quantizedTransform } : {}), warn: (msg, details) => opts.log.warn(details, msg) });
     this.approvals = new Approvals(opts.dir);
     this.ledger = opts.ledger === false ? undefined : new Ledger(join(opts.dir, 'ledger.jsonl'), opts.identity.secretKey);
+    this.dp = new SiteDp(opts.ledger === false ? undefined : opts.dir, opts.config.policy);
   }
 
   get connected(): boolean {
@@ -232,10 +238,12 @@ export class SiteAgent {
   }
 
   private record(task: Task, manifest: StudyManifest | undefined, outcome: 'sent' | 'refused', payload: unknown, code?: string): void {
+    const epsilonSpent = this.dp.spent(task.studyId, task.dataset, manifest);
     this.ledger?.append({
       studyId: task.studyId, round: task.round, taskId: task.taskId, kind: task.kind, outcome, bytes: wireBytes(payload),
       manifestHash: task.manifest.hash, ...(code ? { code } : {}),
-      ...(manifest ? { privacy: privacyOf(task, manifest) } : {}),
+      ...(manifest ? { privacy: { ...privacyOf(task, manifest), dp: manifest.privacy.dp?.mode ?? 'none', delta: this.opts.config.policy.delta } } : {}),
+      ...(epsilonSpent !== undefined ? { epsilonSpent } : {}),
     });
   }
 
@@ -259,6 +267,7 @@ export class SiteAgent {
     const offer = { studyId: task.studyId, name: manifest.name, manifestHash: m.hash, manifest: m.raw, ...(m.researcherPublicKey ? { researcherPublicKey: m.researcherPublicKey } : {}) };
     try {
       checkManifest(policy, manifest);
+      this.dp.checkManifest(manifest);
       checkTask(policy, manifest, task);
       const decision = this.approvals.decisionFor(task.studyId, m.hash);
       if (decision?.decision === 'rejected') throw new CohortError('COHORT_ERR_SITE_STUDY_REJECTED', decision.reason ?? 'rejected by the site');
@@ -294,20 +303,35 @@ export class SiteAgent {
       if (!secure && task.secagg) throw new CohortError('COHORT_ERR_SITE_TASK_MISMATCH', 'the approved manifest does not use secure aggregation');
       const started = Date.now();
       const data = await src.load('train');
-      const out = await train(task.model, global, data, {
-        epochs: task.localEpochs, batchSize: task.batchSize, optimizer: task.optimizer, learningRate: task.learningRate,
-        seed: task.seed + task.round,
-      });
+      // Differential privacy: the site's budget is checked and charged before any training (refusal: nothing else leaves).
+      const dp = this.dp.beforeTrain(task, manifest, data.n);
+      const fit = { epochs: task.localEpochs, batchSize: task.batchSize, optimizer: task.optimizer, learningRate: task.learningRate };
+      const out = dp?.record
+        // Under record-level DP neither the training loss nor the exact count may leave: both are functions of the
+        // data that no noise protects. The count goes out rounded, as in the schema report.
+        ? { ...(await trainDpSgd(task.model, global, data, { ...fit, clip: dp.settings.clip, noiseMultiplier: dp.record.noiseMultiplier, microbatch: dp.settings.microbatch, averageIterates: dp.settings.averageIterates })), trainLoss: 0 }
+        : await train(task.model, global, data, { ...fit, seed: task.seed + task.round, ...(task.proximalMu ? { proximalMu: task.proximalMu } : {}) });
       if (!Number.isFinite(out.trainLoss)) throw new CohortError('COHORT_ERR_SITE_TRAINING_FAILED', 'training diverged (loss is not finite)');
+      const released = dp ? this.dp.release(dp, global, out.weights) : undefined;
+      const numExamples = dp?.record ? roundCount(out.numExamples) : out.numExamples;
       if (task.secagg) {
         // Only the masked vector leaves: clipped, weighted, quantized delta plus masks (site-agent/mods/secagg.ts).
-        const lanes = this.secagg.trainingLanes(task.secagg.sessionId, flatDelta(out.weights, global), out.trainLoss, out.numExamples);
-        return { masked: this.secagg.mask(task.studyId, task.round, task.secagg, lanes), backend: out.backend, durationMs: Date.now() - started };
+        const lanes = this.secagg.trainingLanes(task.secagg.sessionId, flatDelta(released?.weights ?? out.weights, global), out.trainLoss, numExamples);
+        return {
+          masked: this.secagg.mask(task.studyId, task.round, task.secagg, lanes), backend: out.backend, durationMs: Date.now() - started,
+          ...(released ? { privacy: released.privacy } : {}),
+        };
       }
-      return { weights: encodeTensors(out.weights), numExamples: out.numExamples, trainLoss: out.trainLoss, backend: out.backend, durationMs: Date.now() - started };
+      return {
+        weights: encodeTensors(released?.weights ?? out.weights), numExamples,
+        trainLoss: out.trainLoss, backend: out.backend, durationMs: Date.now() - started, ...(released ? { privacy: released.privacy } : {}),
+      };
     }
     const holdout = await src.load('holdout');
-    return { counts: await evaluate(task.model, global, holdout) };
+    // The site's own minimum cell count, declared with the counts so the coordinator honours it for any
+    // per-site value it reports.
+    const minCellCount = this.opts.config.policy.minCellCount;
+    return { counts: { ...await evaluate(task.model, global, holdout, { minCellCount }), minCellCount } };
   }
 
   /** Stages 1, 2 and 4 of secure aggregation; the site policy's minimum travels with them. */

@@ -11,21 +11,24 @@ import { decodeTensors, encodeTensors, type Tensor } from '../../protocol/codec.
 import { CohortError, type WireError } from '../../protocol/errors.ts';
 import {
   DescribeResultSchema, EvaluateResultSchema, TrainResultSchema, parseReply,
-  type EvalCounts, type ResolvedModel, type SchemaReport, type Task,
+  type EvalCounts, type ResolvedModel, type SchemaReport, type Task, type TrainPrivacy,
 } from '../../protocol/messages.ts';
 import { metricsFromCounts, poolCounts, type Metrics } from '../../protocol/metrics.ts';
 import { buildModel, getWeights } from '../../protocol/models.ts';
 import type { StudyEvent } from '../../protocol/events.ts';
 import type { Checkpoints } from '../checkpoints.ts';
 import type { RoundRecord, SiteFailure, Store, StudyRecord } from '../store/store.ts';
-import { strategyFor } from '../strategies/fedavg.ts';
+import { strategyFor } from '../strategies/registry.ts';
 import { weightedMean, type AggregateInput, type FitResult, type Strategy } from '../strategies/strategy.ts';
 import { defaultMaxWeight, dropAsFailure, secureTrain } from '../secure-aggregation/secure-train.ts';
 import type { SecureSumDrop } from '../secure-aggregation/secure-sum.ts';
+import { checkSecureAggregationStudy } from '../secure-aggregation/study-check.ts';
 import { secureAggregationSettings, type SecureAggregationSettings } from '../../protocol/secagg-messages.ts';
 import type { OnlineSite, Transport } from '../transport/transport.ts';
 import type { z } from 'zod';
 import { manifestHash } from '../../protocol/signing.ts';
+import { CoordinatorDp } from '../privacy/study-privacy.ts';
+import { runLeaveOneSiteOut } from './leave-one-site-out.ts';
 
 export interface RunnerDeps {
   store: Store;
@@ -47,6 +50,10 @@ interface Trained {
   backends: Record<string, string>;
   /** Task id of each participant's training task (its ledger has the same id). */
   taskIds: Record<string, string>;
+  /** Each participant's differential-privacy report (its spend), when the study uses DP. */
+  reports: Map<string, TrainPrivacy | undefined>;
+  /** The individual updates: plain training only (client-level DP and robust strategies need them). */
+  results?: FitResult[];
   secureAggregation?: NonNullable<RoundRecord['secureAggregation']>;
 }
 
@@ -57,6 +64,8 @@ const ATTEMPT_FAILURES: ReadonlySet<string> = new Set([
 
 export class StudyRunner {
   private readonly active = new Map<string, { stop: boolean; done: Promise<void> }>();
+  /** Differential privacy: gate, clip, noisy aggregate and epsilon records (coordinator/privacy). */
+  private readonly dp = new CoordinatorDp();
 
   constructor(private readonly deps: RunnerDeps) {}
 
@@ -112,6 +121,7 @@ export class StudyRunner {
         await this.runRound(study, study.completedRounds + 1, check);
         study = store.mustGetStudy(studyId);
       }
+      if (study.manifest.evaluation.leaveOneSiteOut) await runLeaveOneSiteOut(this.deps, study, check, () => strategyFor(study.manifest.strategy));
       await store.updateStudy(studyId, { status: 'completed' });
       this.emit({ type: 'study', studyId, status: 'completed' });
       log.info({ studyId, rounds: study.completedRounds }, 'study completed');
@@ -256,9 +266,11 @@ export class StudyRunner {
     const { checkpoints, store, log } = this.deps;
     const p = study.manifest.participation;
     const model = study.model!;
-    const strategy = strategyFor(study.manifest.strategy.name);
+    const strategy = strategyFor(study.manifest.strategy);
     const secagg = secureAggregationSettings(study.manifest.privacy.secureAggregation);
     const global = await checkpoints.load(study.id, round - 1);
+    // Server state (momentum, Adam moments) resumes from the checkpoint of the previous round.
+    strategy.restore?.(await checkpoints.loadState(study.id, round - 1));
     const globalBytes = encodeTensors(global);
     const shapes = global.map((t) => t.shape);
     const maxBytes = globalBytes.byteLength + 64;
@@ -273,12 +285,21 @@ export class StudyRunner {
         if (attempt < p.maxRoundAttempts) continue;
         throw new CohortError('COHORT_ERR_STUDY_NOT_ENOUGH_SITES', `only ${sites.length} checked sites online`);
       }
+      // Differential privacy: stop here, with the reason on the study, if this round would pass the target epsilon.
+      const priorRounds = store.listRounds(study.id);
+      const dpStop = this.dp.gate(study, round, priorRounds, strategy, sites.length);
+      if (dpStop) {
+        await store.updateStudy(study.id, { status: dpStop.code === 'COHORT_ERR_STUDY_EPSILON_TARGET' ? 'stopped' : 'failed', error: dpStop });
+        log.warn({ studyId: study.id, round, code: dpStop.code, reason: dpStop.message }, 'study stopped by differential privacy');
+        this.emit({ type: 'study', studyId: study.id, status: dpStop.code === 'COHORT_ERR_STUDY_EPSILON_TARGET' ? 'stopped' : 'failed', message: `${dpStop.code}: ${dpStop.message}` });
+        throw new Stopped();
+      }
       this.emit({ type: 'round', studyId: study.id, round, status: 'training', message: `${sites.length} sites${secagg ? ', secure aggregation' : ''}` });
       let trained: Trained;
       try {
         trained = secagg
-          ? await this.trainSecure(study, round, sites, global, globalBytes, secagg, strategy)
-          : await this.trainPlain(study, round, sites, globalBytes, shapes, maxBytes, strategy);
+          ? await this.trainSecure(study, round, sites, global, globalBytes, secagg, strategy, priorRounds)
+          : await this.trainPlain(study, round, sites, globalBytes, shapes, maxBytes, strategy, priorRounds);
       } catch (err) {
         // A secure-aggregation attempt that cannot finish reveals nothing and stores nothing; the round is retried.
         if (!(err instanceof CohortError) || !ATTEMPT_FAILURES.has(err.code)) throw err;
@@ -291,6 +312,8 @@ export class StudyRunner {
       }
       check();
       study = await this.recordRefusals(study, trained.failures);
+      const dpStudy = this.dp.studyPrivacy(study, priorRounds, trained.failures);
+      if (dpStudy) study = await store.updateStudy(study.id, { privacy: dpStudy });
       const failures = trained.failures;
       if (trained.participants.length < p.minSites) {
         log.warn({ studyId: study.id, round, attempt, results: trained.participants.length, code: 'COHORT_ERR_ROUND_TOO_FEW_RESULTS' }, 'round attempt failed');
@@ -300,7 +323,10 @@ export class StudyRunner {
         }
         continue;
       }
-      const next: Tensor[] = strategy.aggregate(global, trained.input, round);
+      // Client-level DP needs each update (it clips and noises them here); it only runs without secure aggregation.
+      const dpAggregate = trained.results ? this.dp.aggregate(study, round, priorRounds, global, trained.results, trained.reports) : undefined;
+      const next: Tensor[] = strategy.aggregate(global, dpAggregate?.input ?? trained.input, round);
+      const dpRound = this.dp.roundPrivacy(study, round, trained.reports, dpAggregate?.client);
       const numExamples = trained.numExamples;
       this.emit({ type: 'round', studyId: study.id, round, status: 'evaluating' });
       const nextBytes = encodeTensors(next);
@@ -308,24 +334,30 @@ export class StudyRunner {
       const ev = await this.fanOut(evalSites, () => ({ kind: 'evaluate', ...this.baseTask(study, round), model, weights: nextBytes }), EvaluateResultSchema, p.roundDeadlineMs, 'evaluate');
       check();
       const perSite: Record<string, Metrics> = {};
+      const perSiteCounts: Record<string, EvalCounts> = {};
       const counts: EvalCounts[] = [];
       for (const [site, r] of ev.ok) {
         perSite[site] = metricsFromCounts(r.counts);
+        perSiteCounts[site] = r.counts;
         counts.push(r.counts);
       }
       const pooledCounts = poolCounts(counts);
       const completedAt = new Date();
       const record: RoundRecord = {
         studyId: study.id, round, participants: trained.participants, failures: [...failures, ...ev.failures],
-        numExamples, trainLoss: trained.trainLoss, pooled: metricsFromCounts(pooledCounts), pooledCounts, perSite,
-        backends: trained.backends,
+        numExamples, trainLoss: trained.trainLoss, pooled: metricsFromCounts(pooledCounts), pooledCounts, perSite, perSiteCounts,
+        backends: trained.backends, ...(dpRound ? { privacy: dpRound } : {}),
         tasks: Object.fromEntries(trained.participants.map((site) => [site, { train: trained.taskIds[site]!, ...(ev.taskIds[site] ? { evaluate: ev.taskIds[site]! } : {}) }])),
         ...(trained.secureAggregation ? { secureAggregation: trained.secureAggregation } : {}),
         attempts: attempt, startedAt: startedAt.toISOString(), completedAt: completedAt.toISOString(),
         durationMs: completedAt.getTime() - startedAt.getTime(),
       };
+      // Written before the model: a crash between the two leaves round - 1 as the last complete checkpoint.
+      if (strategy.state) await checkpoints.saveState(study.id, round, strategy.state());
       await checkpoints.save(study.id, round, next);
       await store.completeRound(record);
+      const dpAfter = this.dp.studyPrivacy(study, store.listRounds(study.id));
+      if (dpAfter) await store.updateStudy(study.id, { privacy: dpAfter });
       log.info({ studyId: study.id, round, sites: record.participants.length, auc: record.pooled.auc, accuracy: record.pooled.accuracy }, 'round completed');
       this.emit({ type: 'round', studyId: study.id, round, status: 'completed' });
       return;
@@ -333,7 +365,7 @@ export class StudyRunner {
   }
 
   /** Plain training: every site's model comes back in the clear and is validated at the edge. */
-  private async trainPlain(study: StudyRecord, round: number, sites: readonly OnlineSite[], globalBytes: Uint8Array, shapes: number[][], maxBytes: number, strategy: Strategy): Promise<Trained> {
+  private async trainPlain(study: StudyRecord, round: number, sites: readonly OnlineSite[], globalBytes: Uint8Array, shapes: number[][], maxBytes: number, strategy: Strategy, priorRounds: readonly RoundRecord[]): Promise<Trained> {
     const { log } = this.deps;
     const p = study.manifest.participation;
     const t = study.manifest.training;
@@ -341,6 +373,8 @@ export class StudyRunner {
     const train = await this.fanOut(sites, () => ({
       kind: 'train', ...this.baseTask(study, round), model, weights: globalBytes,
       localEpochs: t.localEpochs, batchSize: t.batchSize, optimizer: t.optimizer, learningRate: t.learningRate, participants: sites.length,
+      ...strategy.trainConfig?.(),
+      ...this.dp.trainFields(study, round, priorRounds),
     }), TrainResultSchema, p.roundDeadlineMs, 'train');
     // Validate every update at the edge: a frame of the wrong shape, oversized, or with NaN is refused alone.
     const results: FitResult[] = [];
@@ -366,7 +400,7 @@ export class StudyRunner {
         ? { kind: 'mean', ...weightedMean(results), sites: results.map((r) => r.site) }
         : { kind: 'individual', results },
       participants: results.map((r) => r.site), failures, numExamples, trainLoss: numExamples > 0 ? lossSum / numExamples : NaN, backends,
-      taskIds: train.taskIds,
+      taskIds: train.taskIds, reports: new Map(results.map((r) => [r.site, train.ok.get(r.site)?.privacy])), results,
     };
   }
 
@@ -374,9 +408,11 @@ export class StudyRunner {
    * Training under secure aggregation (SecAgg+): the coordinator only ever holds masked vectors and their sum,
    * and hands the strategy the example-weighted mean (coordinator/secure-aggregation/).
    */
-  private async trainSecure(study: StudyRecord, round: number, sites: readonly OnlineSite[], global: Tensor[], globalBytes: Uint8Array, settings: SecureAggregationSettings, strategy: Strategy): Promise<Trained> {
+  private async trainSecure(study: StudyRecord, round: number, sites: readonly OnlineSite[], global: Tensor[], globalBytes: Uint8Array, settings: SecureAggregationSettings, strategy: Strategy, priorRounds: readonly RoundRecord[]): Promise<Trained> {
+    // Refused at study creation already (coordinator/secure-aggregation/study-check.ts); checked again here.
+    checkSecureAggregationStudy(study.manifest);
     if (strategy.requires !== 'sum') {
-      throw new CohortError('COHORT_ERR_STUDY_SECAGG_STRATEGY', `strategy ${strategy.name} needs individual updates; secure aggregation reveals only their sum`);
+      throw new CohortError('COHORT_ERR_STUDY_STRATEGY_NEEDS_INDIVIDUAL', `strategy ${strategy.name} needs individual updates; secure aggregation reveals only their sum`);
     }
     const p = study.manifest.participation;
     const t = study.manifest.training;
@@ -388,7 +424,7 @@ export class StudyRunner {
       base: () => this.baseTask(study, round), deadlineMs: p.roundDeadlineMs,
       train: {
         model: study.model!, weights: globalBytes, localEpochs: t.localEpochs, batchSize: t.batchSize, optimizer: t.optimizer,
-        learningRate: t.learningRate, participants: members.length,
+        learningRate: t.learningRate, participants: members.length, ...strategy.trainConfig?.(), ...this.dp.trainFields(study, round, priorRounds),
       },
     });
     return {
@@ -397,6 +433,7 @@ export class StudyRunner {
       failures: res.dropped.map(dropAsFailure),
       numExamples: res.totalWeight, trainLoss: res.meanLoss, backends: res.backends,
       taskIds: Object.fromEntries(res.survivors.map((site) => [site, res.taskIds[site]?.['masked-input'] ?? ''])),
+      reports: res.reports,
       secureAggregation: { ...res.session, survivors: res.survivors.length, dropped: res.dropped.length, maxWeight },
     };
   }

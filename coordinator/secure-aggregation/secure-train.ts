@@ -8,8 +8,8 @@
 import type { Logger } from 'pino';
 import type { Tensor } from '../../protocol/codec.ts';
 import { CohortError } from '../../protocol/errors.ts';
-import type { TrainTask } from '../../protocol/messages.ts';
-import { MaskedTrainResultSchema, type SecureAggregationSettings } from '../../protocol/secagg-messages.ts';
+import { MaskedTrainResultSchema, type TrainPrivacy, type TrainTask } from '../../protocol/messages.ts';
+import type { SecureAggregationSettings } from '../../protocol/secagg-messages.ts';
 import { applyDelta, decodeTrainingLanes } from '../../protocol/crypto/quantize.ts';
 import type { Transport } from '../transport/transport.ts';
 import { runSecureSum, type SecureSumDrop, type SecureSumSite, type TaskBase } from './secure-sum.ts';
@@ -38,6 +38,8 @@ export interface SecureTrainResult {
   survivors: string[];
   dropped: SecureSumDrop[];
   backends: Record<string, string>;
+  /** Each survivor's differential-privacy report (metadata on its spend, never data), when the study uses DP. */
+  reports: Map<string, TrainPrivacy | undefined>;
   session: { sessionId: string; sites: number; threshold: number; degree: number };
   taskIds: Record<string, Partial<Record<string, string>>>;
 }
@@ -68,9 +70,13 @@ export async function secureTrain(req: SecureTrainRequest): Promise<SecureTrainR
     throw new CohortError('COHORT_ERR_SECAGG_BAD_SHARE', `unmasked weight ${decoded.totalWeight} is impossible for ${res.survivors.length} sites`);
   }
   const backends: Record<string, string> = {};
-  for (const [site, r] of res.extras) backends[site] = r.backend;
+  const reports = new Map<string, TrainPrivacy | undefined>();
+  for (const [site, r] of res.extras) {
+    backends[site] = r.backend;
+    reports.set(site, r.privacy);
+  }
   return {
     mean: applyDelta(req.global, decoded.meanDelta), totalWeight: decoded.totalWeight, meanLoss: decoded.meanLoss,
-    survivors: res.survivors, dropped: res.dropped, backends, session: res.session, taskIds: res.taskIds,
+    survivors: res.survivors, dropped: res.dropped, backends, reports, session: res.session, taskIds: res.taskIds,
   };
 }

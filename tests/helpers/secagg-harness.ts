@@ -6,8 +6,8 @@
  */
 import nacl from 'tweetnacl';
 import { toWireError } from '../../protocol/errors.ts';
-import { TaskSchema, parseMessage, type Reply, type SignedManifest, type Task, type TrainTask } from '../../protocol/messages.ts';
-import { MaskedTrainResultSchema, SecureAggregationSettingsSchema, type SecureAggregationSettings } from '../../protocol/secagg-messages.ts';
+import { MaskedTrainResultSchema, TaskSchema, parseMessage, type Reply, type SignedManifest, type Task, type TrainTask } from '../../protocol/messages.ts';
+import { SecureAggregationSettingsSchema, type SecureAggregationSettings } from '../../protocol/secagg-messages.ts';
 import { manifestHash } from '../../protocol/signing.ts';
 import { decodeTrainingLanes } from '../../protocol/crypto/quantize.ts';
 import { SecAggClient, type SecAggIdentity } from '../../site-agent/mods/secagg.ts';

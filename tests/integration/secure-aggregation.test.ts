@@ -275,7 +275,7 @@ describe('secure aggregation over real sockets', () => {
     coordinator = c.coordinator;
     sites = await startSites(c.url, 3);
     const { demoManifest } = await import('../../cli/demo.ts');
-    const m = (secureAggregation: boolean) => demoManifest(6, 3, secureAggregation);
+    const m = (secureAggregation: boolean) => demoManifest(6, 3, false, false, secureAggregation);
     const on = await createStudy(c.url, m(true));
     await json(c.url, `/api/studies/${on}/start`, { method: 'POST' });
     const withSecagg = await waitForEnd(c.url, on, 90_000);

@@ -1,21 +1,16 @@
 /**
- * Study creation under secure aggregation: a strategy that needs individual updates is refused before any site is
- * asked, generically from `Strategy.requires`. (The end-to-end test with a real robust strategy comes with the
- * strategies that need it.)
+ * Study creation under secure aggregation: what is refused before any site is asked. A strategy that needs
+ * individual updates is refused generically from `Strategy.requires` (coordinator/strategies/registry.ts); lanes
+ * that could wrap, neighbourhoods too large for the Shamir field and client-central DP are refused here.
  */
 import { describe, expect, it } from 'vitest';
 import { checkSecureAggregationStudy } from '../../coordinator/secure-aggregation/study-check.ts';
-import { FedAvg, strategyFor } from '../../coordinator/strategies/fedavg.ts';
-import type { Strategy } from '../../coordinator/strategies/strategy.ts';
+import { checkStudyStrategy, strategyFor } from '../../coordinator/strategies/registry.ts';
 import { StudyManifestSchema, type StudyManifestInput } from '../../protocol/messages.ts';
 
 const manifest = (over: Partial<StudyManifestInput> = {}) => StudyManifestSchema.parse({
   name: 'x', task: { dataset: 'd', label: 'y' }, model: { template: 'logreg' }, training: { rounds: 1 }, ...over,
 });
-
-/** A median-like strategy: it must see each site's update. */
-const median: Strategy = { name: 'median', requires: 'individual', aggregate: (g) => [...g] };
-const registry = (name: string): Strategy => (name === 'fedavg' ? median : strategyFor(name));
 
 describe('secure aggregation at study creation', () => {
   it('should turn secure aggregation on by default and accept true, false or parameters', () => {
@@ -25,14 +20,26 @@ describe('secure aggregation at study creation', () => {
     expect(StudyManifestSchema.safeParse({ ...manifest(), privacy: { secureAggregation: { threshold: 0.5 } } }).success).toBe(false);
   });
 
-  it('should accept a linear strategy under secure aggregation', () => {
-    expect(new FedAvg().requires).toBe('sum');
-    expect(() => checkSecureAggregationStudy(manifest())).not.toThrow();
+  it('should accept every linear strategy under secure aggregation and refuse those needing individual updates', () => {
+    for (const name of ['fedavg', 'fedavgm', 'fedprox', 'fedadam', 'fedyogi', 'fedadagrad'] as const) {
+      const m = manifest({ strategy: { name } });
+      expect(strategyFor(m.strategy).requires).toBe('sum');
+      expect(() => { checkStudyStrategy(m); checkSecureAggregationStudy(m); }).not.toThrow();
+    }
+    for (const name of ['fedmedian', 'trimmed-mean'] as const) {
+      const m = manifest({ strategy: { name } });
+      expect(strategyFor(m.strategy).requires).toBe('individual');
+      // On by default: refused with no privacy block at all; accepted once secure aggregation is turned off.
+      expect(() => checkStudyStrategy(m)).toThrow(expect.objectContaining({ code: 'COHORT_ERR_STUDY_STRATEGY_NEEDS_INDIVIDUAL' }));
+      expect(() => checkStudyStrategy(manifest({ strategy: { name }, privacy: { secureAggregation: false } }))).not.toThrow();
+    }
   });
 
-  it('should refuse a strategy that needs individual updates with COHORT_ERR_STUDY_SECAGG_STRATEGY when secure aggregation is on', () => {
-    expect(() => checkSecureAggregationStudy(manifest(), registry)).toThrow(expect.objectContaining({ code: 'COHORT_ERR_STUDY_SECAGG_STRATEGY' }));
-    expect(() => checkSecureAggregationStudy(manifest({ privacy: { secureAggregation: false } }), registry)).not.toThrow();
+  it('should refuse client-central DP under secure aggregation, and accept record-level DP with it', () => {
+    const dp = { clip: 1, noiseMultiplier: 1, delta: 1e-5 };
+    expect(() => checkSecureAggregationStudy(manifest({ privacy: { dp: { mode: 'client-central', ...dp } } }))).toThrow(expect.objectContaining({ code: 'COHORT_ERR_DP_INVALID' }));
+    expect(() => checkSecureAggregationStudy(manifest({ privacy: { secureAggregation: false, dp: { mode: 'client-central', ...dp } } }))).not.toThrow();
+    expect(() => checkSecureAggregationStudy(manifest({ privacy: { dp: { mode: 'record', ...dp } } }))).not.toThrow();
   });
 
   it('should refuse a complete graph too large for byte-wise Shamir shares with COHORT_ERR_SECAGG_CONFIG', () => {
