@@ -270,6 +270,24 @@ describe('secure aggregation over real sockets', () => {
     expect(c.coordinator.store.listStudies()).toHaveLength(before);
   });
 
+  it('should combine record-level DP with secure aggregation: each masked reply carries the site\'s privacy report', async () => {
+    const c = await startCoordinator();
+    coordinator = c.coordinator;
+    sites = await startSites(c.url, 3);
+    const { WDBC_DP } = await import('../../cli/demo.ts');
+    const res = await runStudy(c.url, quick({ training: { rounds: 2, ...WDBC_DP.training }, privacy: { dp: { ...WDBC_DP.dp, targetEpsilon: 1 } } }), 90_000);
+    expect(res.study.status).toBe('completed');
+    type DpRound = RoundBody & { privacy?: { mode: string; perSite: Record<string, { record?: number }> } };
+    for (const r of res.rounds as unknown as DpRound[]) {
+      expect(r.secureAggregation?.survivors).toBe(3);
+      expect(r.privacy?.mode).toBe('record');
+      expect(Object.keys(r.privacy!.perSite).sort()).toEqual(['Site 1', 'Site 2', 'Site 3']);
+      expect(Object.values(r.privacy!.perSite).every((e) => (e.record ?? 0) > 0)).toBe(true);
+      // Under record-level DP the counts go out rounded to tens, folded into the weight lane.
+      expect(r.numExamples % 10).toBe(0);
+    }
+  });
+
   it('should reach the same AUC with secure aggregation as without it on the demo study', async () => {
     const c = await startCoordinator();
     coordinator = c.coordinator;
