@@ -46,6 +46,22 @@ export const StudyManifestSchema = z.object({
     features: z.array(z.string().min(1).max(200)).min(1).max(100_000).optional(),
     /** Class names; when given, every site must report the same. */
     classes: z.array(z.string().min(1).max(200)).min(2).max(10_000).optional(),
+    // ---- the schema contract (all optional): what every site's data must be, checked before round 1
+    /** Kind of data every site must hold. */
+    kind: z.enum(['csv', 'images', 'dicom']).optional(),
+    /** Declared type per tabular feature; sites use it for columns their site.json does not type. */
+    featureTypes: z.record(z.string().min(1).max(200), z.enum(['number', 'category'])).optional(),
+    /** Category levels in one-hot order; sites encode with exactly these, so one-hot columns line up. */
+    levels: z.record(z.string().min(1).max(200), z.array(z.string().min(1).max(200)).min(1).max(10_000)).optional(),
+    /** Shape of one example as the model sees it, e.g. [8, 8, 1] for images. */
+    inputShape: z.array(z.number().int().min(1).max(1 << 20)).min(1).max(4).optional(),
+    /** Fewest examples (as the site reports them, rounded) a site needs to take part. */
+    minExamples: z.number().int().min(0).max(1e9).optional(),
+    /**
+     * `federated` (default): features scaled with means and variances pooled across sites before round 1;
+     * `local`: each site's own training split (the pre-0.2 behaviour); `none`: as the data source gives them.
+     */
+    standardize: z.enum(['federated', 'local', 'none']).default('federated'),
   }),
   model: ModelSpecSchema,
   training: z.object({
@@ -131,6 +147,17 @@ const taskBase = {
 };
 
 export const DescribeTaskSchema = z.object({ kind: z.literal('describe'), ...taskBase });
+/** Before round 1 (federated standardization): per-feature count, sum and sum of squares of the training split. */
+export const StatsTaskSchema = z.object({ kind: z.literal('stats'), ...taskBase });
+
+/** Most standardization slots (tabular numeric columns, or image channels) a study may have. */
+export const MAX_STATS_SLOTS = 100_000;
+/** Global per-slot mean and standard deviation, pooled across sites; every site scales its features with these. */
+export const StandardizationSchema = z.object({
+  mean: z.array(z.number().finite()).max(MAX_STATS_SLOTS),
+  std: z.array(z.number().finite().positive()).max(MAX_STATS_SLOTS),
+}).refine((s) => s.mean.length === s.std.length, 'mean and std differ in length');
+export type Standardization = z.infer<typeof StandardizationSchema>;
 export const TrainTaskSchema = z.object({
   kind: z.literal('train'),
   ...taskBase,
@@ -142,26 +169,39 @@ export const TrainTaskSchema = z.object({
   learningRate: z.number().positive(),
   /** How many sites this round's aggregate combines (site policies may set a minimum). */
   participants: z.number().int().min(1),
+  /** Pooled statistics when the study standardizes federatedly. */
+  standardization: StandardizationSchema.optional(),
 });
 export const EvaluateTaskSchema = z.object({
   kind: z.literal('evaluate'),
   ...taskBase,
   model: ResolvedModelSchema,
   weights: bytes,
+  standardization: StandardizationSchema.optional(),
 });
-export const TaskSchema = z.discriminatedUnion('kind', [DescribeTaskSchema, TrainTaskSchema, EvaluateTaskSchema]);
+export const TaskSchema = z.discriminatedUnion('kind', [DescribeTaskSchema, StatsTaskSchema, TrainTaskSchema, EvaluateTaskSchema]);
 export type DescribeTask = z.infer<typeof DescribeTaskSchema>;
+export type StatsTask = z.infer<typeof StatsTaskSchema>;
 export type TrainTask = z.infer<typeof TrainTaskSchema>;
 export type EvaluateTask = z.infer<typeof EvaluateTaskSchema>;
 export type Task = z.infer<typeof TaskSchema>;
 
+const roundedCounts = z.record(z.string().max(200), z.number().int().min(0)).refine((r) => Object.keys(r).length <= 100_000, 'too many entries');
 export const SchemaReportSchema = z.object({
   kind: z.enum(['csv', 'images', 'dicom']),
   label: z.string(),
-  features: z.array(z.object({ name: z.string(), type: z.enum(['number', 'category']) })).optional(),
+  features: z.array(z.object({
+    name: z.string(), type: z.enum(['number', 'category']),
+    levels: z.array(z.string().max(200)).max(10_000).optional(),
+  })).optional(),
   classes: z.array(z.string()),
   inputShape: z.array(z.number().int().min(1)),
   examplesRounded: z.number().int().min(0),
+  // Data-quality counts, all rounded like examplesRounded: they tell the researcher why a site has fewer examples.
+  skipped: z.object({ count: z.number().int().min(0), reasons: roundedCounts }).optional(),
+  missing: roundedCounts.optional(),
+  unseenLevels: roundedCounts.optional(),
+  droppedRows: z.number().int().min(0).optional(),
 });
 export type SchemaReport = z.infer<typeof SchemaReportSchema>;
 
@@ -194,6 +234,17 @@ export type TrainResult = z.infer<typeof TrainResultSchema>;
 export const EvaluateResultSchema = z.object({ counts: EvalCountsSchema });
 export type EvaluateResult = z.infer<typeof EvaluateResultSchema>;
 export const DescribeResultSchema = z.object({ schema: SchemaReportSchema });
+/**
+ * One site's standardization sums as ONE numeric vector `[count_0..count_{k-1}, sum_0.., sumSq_0..]` (k = slots),
+ * so pooling is a plain vector sum and can go through secure aggregation unchanged (protocol/standardization.ts).
+ */
+export const StatsResultSchema = z.object({
+  stats: z.object({
+    slots: z.number().int().min(0).max(MAX_STATS_SLOTS),
+    vector: z.array(z.number().finite()).max(3 * MAX_STATS_SLOTS),
+  }).refine((s) => s.vector.length === 3 * s.slots, 'vector length must be 3 × slots'),
+});
+export type StatsResult = z.infer<typeof StatsResultSchema>;
 export type DescribeResult = z.infer<typeof DescribeResultSchema>;
 
 export const WireErrorSchema = z.object({

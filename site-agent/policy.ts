@@ -67,7 +67,7 @@ export function checkTask(policy: Policy, manifest: StudyManifest, task: Task): 
   if (task.seed !== manifest.seed) throw mismatch('seed');
   if (task.holdoutFraction !== manifest.evaluation.holdoutFraction) throw mismatch('hold-out fraction');
   if (task.round > manifest.training.rounds) throw mismatch('round number');
-  if (task.kind === 'describe') return;
+  if (task.kind === 'describe' || task.kind === 'stats') return;
   if (JSON.stringify(task.model.spec) !== JSON.stringify(manifest.model)) throw mismatch('model');
   const params = countParameters(weightShapes(task.model));
   if (params > policy.maxModelParameters) {
