@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { CohortError, isErrorCode, type WireError } from './errors.ts';
+import { LayersTopologySchema } from './model-topology.ts';
 
 const id = z.string().min(1).max(128).regex(/^[A-Za-z0-9._:-]+$/, 'letters, digits and . _ : - only');
 const bytes = z.custom<Uint8Array>((v) => v instanceof Uint8Array, 'expected binary data');
@@ -21,6 +22,28 @@ export const ModelSpecSchema = z.discriminatedUnion('template', [
     dropout: z.number().min(0).max(0.9).default(0),
     l2: z.number().min(0).max(1).default(0),
   }),
+  /** The digits reference CNN for [h, w, c] images: conv 3x3x16 same - maxpool 2 - conv 3x3x32 - dense 64 - output. */
+  z.object({ template: z.literal('cnn-small') }),
+  /** A CNN from parameters: conv blocks (each `convs` convolutions then a max pool of `pool`, 1 = none), a dense head. */
+  z.object({
+    template: z.literal('cnn'),
+    blocks: z.array(z.object({
+      filters: z.number().int().min(1).max(512),
+      kernel: z.number().int().min(1).max(11).default(3),
+      convs: z.number().int().min(1).max(4).default(1),
+      pool: z.number().int().min(1).max(4).default(2),
+    })).min(1).max(8).default([{ filters: 16, kernel: 3, convs: 1, pool: 2 }, { filters: 32, kernel: 3, convs: 1, pool: 2 }]),
+    padding: z.enum(['same', 'valid']).default('same'),
+    dense: z.array(z.number().int().min(1).max(4096)).max(4).default([64]),
+    activation: z.enum(['relu', 'tanh', 'elu']).default('relu'),
+    /** Batch normalization after each convolution (before its activation). */
+    batchNorm: z.boolean().default(false),
+    /** Dropout before each dense layer of the head. */
+    dropout: z.number().min(0).max(0.9).default(0),
+    l2: z.number().min(0).max(1).default(0),
+  }),
+  /** A tfjs layers topology (JSON, checked against an allow-list; see protocol/model-topology.ts). */
+  z.object({ template: z.literal('layers'), topology: LayersTopologySchema }),
 ]);
 export type ModelSpec = z.infer<typeof ModelSpecSchema>;
 
