@@ -8,6 +8,8 @@ import type { LoadedSplit } from '../../site-agent/data/data-source.ts';
 import { featureSums, localStandardization, standardize } from '../../site-agent/data/standardize.ts';
 import { standardizationFromSums, sumVectors } from '../../protocol/standardization.ts';
 import { tempDir } from '../helpers/cluster.ts';
+import { taskData } from '../../site-agent/data/task-data.ts';
+import { StudyManifestSchema, type Task } from '../../protocol/messages.ts';
 
 const opts = { holdoutFraction: 0.2, seed: 3 };
 
@@ -85,5 +87,31 @@ describe('federated standardization', () => {
     expect(() => sumVectors([[1, 2, 3], [1, 2, 3, 4, 5, 6]])).toThrow(expect.objectContaining({ code: 'COHORT_ERR_SITE_SCHEMA_MISMATCH' }));
     const data: LoadedSplit = { x: new Float32Array(4), y: new Int32Array(2), n: 2, inputShape: [2], classes: ['0', '1'] };
     expect(() => standardize(data, { mean: [0], std: [1] })).toThrow(expect.objectContaining({ code: 'COHORT_ERR_SITE_SCHEMA_MISMATCH' }));
+  });
+});
+
+describe('task data at the site', () => {
+  const manifest = (standardize: 'federated' | 'local' | 'none') => StudyManifestSchema.parse({
+    name: 'm', task: { dataset: 'w', label: 'malignant', standardize }, model: { template: 'logreg' }, training: { rounds: 1 },
+  });
+  const src = new CsvSource(WDBC, CsvDatasetSchema.parse({ id: 'w', kind: 'csv', path: WDBC, label: 'malignant' }), opts);
+  const task = (standardization?: { mean: number[]; std: number[] }) => ({ kind: 'evaluate', holdoutFraction: 0.2, seed: 3, ...(standardization ? { standardization } : {}) }) as unknown as Task;
+
+  it('should scale with the statistics the task carries, not its own, when the study standardizes federatedly', async () => {
+    const raw = await src.load('train');
+    const global = { mean: Array.from({ length: 30 }, (_, j) => raw.x[j]!), std: Array.from({ length: 30 }, () => 2) };
+    const got = await taskData(src, 'train', task(global), manifest('federated'));
+    expect(got.x[0]).toBe(0);
+    expect(got.x[30]).toBeCloseTo((raw.x[30]! - raw.x[0]!) / 2, 5);
+    await expect(taskData(src, 'train', task(), manifest('federated'))).rejects.toMatchObject({ code: 'COHORT_ERR_SITE_TASK_MISMATCH' });
+  });
+
+  it('should scale hold-out data with the training split statistics when the study standardizes locally', async () => {
+    const raw = await src.load('train');
+    const local = localStandardization(raw);
+    const hold = await taskData(src, 'holdout', task(), manifest('local'));
+    const rawHold = await src.load('holdout');
+    expect(hold.x[5]).toBeCloseTo((rawHold.x[5]! - local.mean[5]!) / local.std[5]!, 5);
+    expect((await taskData(src, 'holdout', task(), manifest('none'))).x).toEqual(rawHold.x);
   });
 });
