@@ -55,7 +55,7 @@ describe('a federated digits study across 5 sites', () => {
     expect(last.participants.sort()).toEqual(['Hospital 1', 'Hospital 2', 'Hospital 3', 'Hospital 4', 'Hospital 5']);
     // Every site's hold-out together: a fifth of each site's images (stratified), about 360.
     expect(last.pooled.n).toBeGreaterThan(340);
-    console.log('digits accuracy per round', result.rounds.map((r) => r.pooled.accuracy.toFixed(4)).join(' '));
+    console.log(`digits: pooled hold-out accuracy per round ${result.rounds.map((r) => r.pooled.accuracy.toFixed(4)).join(' ')} (n = ${last.pooled.n})`);
     expect(last.pooled.accuracy).toBeGreaterThanOrEqual(0.97);
   });
 
