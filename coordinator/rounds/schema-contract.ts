@@ -52,7 +52,9 @@ export function checkSchema(task: StudyManifest['task'], schema: SchemaReport, r
       if (!task.featureTypes?.[f.name] && r.type !== f.type) m(`features.${f.name}.type`, r.type, f.type, 'sites');
       if (!task.levels?.[f.name] && r.type === f.type && !same(r.levels, f.levels)) m(`features.${f.name}.levels`, r.levels ?? null, f.levels ?? null, 'sites');
     }
-    if (!task.features && !same(names, reference.features?.map((f) => f.name) ?? [])) m('features', reference.features?.map((f) => f.name) ?? [], names, 'sites');
+    // Feature lists are compared when both sites report one (image and DICOM schemas have none).
+    const refNames = reference.features?.map((f) => f.name);
+    if (!task.features && refNames && schema.features && !same(names, refNames)) m('features', refNames, names, 'sites');
   }
   return out;
 }

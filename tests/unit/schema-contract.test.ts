@@ -44,5 +44,7 @@ describe('schema contract', () => {
       { field: 'features.sex.levels', expected: ['F', 'M'], found: ['f', 'm'], against: 'sites' },
     ]);
     expect(describeMismatches(list)).toContain('(as the other sites)');
+    const fewer = site({ features: [{ name: 'age', type: 'number' }, { name: 'sex', type: 'category', levels: ['f', 'm'] }] });
+    expect(checkSchema(task(), fewer, site())).toEqual([{ field: 'features', expected: ['age', 'sex', 'bili'], found: ['age', 'sex'], against: 'sites' }]);
   });
 });
