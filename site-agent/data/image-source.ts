@@ -58,6 +58,11 @@ export class ImageFolderSource implements DataSource {
       const examples: Example[] = [];
       const fileClasses: number[] = [];
       const skipped = new Map<string, number>();
+      // Images in a folder that is not one of the classes are not examples; say how many were left out.
+      for (const f of folders.filter((x) => !classes.includes(x))) {
+        const n = (await listFiles(join(this.dir, f))).length;
+        if (n) skipped.set('COHORT_ERR_DATA_SCHEMA', (skipped.get('COHORT_ERR_DATA_SCHEMA') ?? 0) + n);
+      }
       for (const [k, cls] of classes.entries()) {
         if (!folders.includes(cls)) continue; // a declared class this site has no images of
         const files = await listFiles(join(this.dir, cls));

@@ -107,6 +107,16 @@ describe('image folder source', () => {
     expect(train.slots!.count).toBe(3);
   });
 
+  it('should use the study classes and count images in other folders when classes are declared', async () => {
+    const dir = digitsSubset(3, 12);
+    const src = new ImageFolderSource(dir, cfg(dir), { holdoutFraction: 0.25, seed: 1, classes: ['0', '1', '9'] });
+    const d = await src.describe();
+    expect(d.classes).toEqual(['0', '1', '9']);
+    expect(d.examplesRounded).toBe(20);
+    expect(d.skipped).toEqual({ count: 10, reasons: { COHORT_ERR_DATA_SCHEMA: 10 } });
+    expect([...new Set((await src.load('train')).y)].sort()).toEqual([0, 1]);
+  });
+
   it('should fail with a coded error when a folder has fewer than two classes', async () => {
     const dir = tempDir('cohort-one-');
     mkdirSync(join(dir, 'only'));
