@@ -24,6 +24,8 @@ export interface DemoOptions {
   sites: number;
   keep: boolean;
   dir?: string;
+  /** Also run leave-one-site-out evaluation after the rounds (each round then needs one site fewer). */
+  loso?: boolean;
 }
 
 /** Splits a CSV's rows across sites: seeded shuffle, then unequal shares (hospitals differ in size). */
@@ -47,7 +49,7 @@ export function splitCsvForSites(csvFile: string, sites: number, seed = 7): stri
   return out;
 }
 
-export function demoManifest(rounds: number, sites: number): StudyManifestInput {
+export function demoManifest(rounds: number, sites: number, loso = false): StudyManifestInput {
   return {
     name: 'WDBC malignancy (demo)',
     description: 'Logistic regression on the Wisconsin Diagnostic Breast Cancer data, split across sites',
@@ -55,8 +57,9 @@ export function demoManifest(rounds: number, sites: number): StudyManifestInput 
     model: { template: 'logreg' },
     training: { rounds, localEpochs: 2, batchSize: 16, optimizer: 'adam', learningRate: 0.05 },
     strategy: { name: 'fedavg' },
-    participation: { minSites: sites, roundDeadlineMs: 60_000, waitForSitesMs: 60_000, maxRoundAttempts: 3 },
-    evaluation: { holdoutFraction: 0.25 },
+    // Leave-one-site-out trains on every site but one, so each round may then have one site fewer.
+    participation: { minSites: loso ? Math.max(2, sites - 1) : sites, roundDeadlineMs: 60_000, waitForSitesMs: 60_000, maxRoundAttempts: 3 },
+    evaluation: { holdoutFraction: 0.25, leaveOneSiteOut: loso },
     seed: 42,
   };
 }
@@ -96,7 +99,9 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     const coord = spawnCohort(['coordinator', '--data-dir', join(dir, 'coordinator'), '--port', '0'], join(dir, 'coordinator.log'), { COHORT_ADMIN_TOKEN: token });
     children.push(coord);
     const url = await waitForUrl(coord);
-    console.log(`coordinator: ${url}`);
+    console.log(`coordinator: ${url}   API docs: ${url}/docs`);
+    // A throwaway loopback demo: the dashboard link carries the admin token (the page moves it out of the address bar).
+    console.log(`dashboard (live): ${url}/?token=${token}`);
     const researcher = createResearcherKey(join(dir, 'researcher.json'), 'Demo Researcher');
     const parts = splitCsvForSites(WDBC, o.sites);
     for (const [i, csv] of parts.entries()) {
@@ -112,7 +117,7 @@ export async function runDemo(o: DemoOptions): Promise<number> {
       children.push(spawnCohort(['site', 'run', '--dir', siteDir], join(dir, `site-${i + 1}.log`)));
       console.log(`site agent: ${name} with ${csv.trim().split('\n').length - 1} patients, enrolled with a one-time token (records stay in ${siteDir})`);
     }
-    const { study } = await api<{ study: { id: string } }>(url, '/api/studies', { method: 'POST', token, body: signedStudyRequest(demoManifest(o.rounds, o.sites), researcher) });
+    const { study } = await api<{ study: { id: string } }>(url, '/api/studies', { method: 'POST', token, body: signedStudyRequest(demoManifest(o.rounds, o.sites, o.loso ?? false), researcher) });
     await api(url, `/api/studies/${study.id}/start`, { method: 'POST', token });
     console.log(`study ${study.id} (manifest signed by ${researcher.name}) started: ${o.rounds} rounds of FedAvg, logistic regression\n`);
     const final = await watchStudy(url, study.id, { watch: true, json: false, token });

@@ -111,7 +111,12 @@ export const StudyManifestSchema = z.object({
   }).default({ secureAggregation: false }),
   evaluation: z.object({
     holdoutFraction: z.number().min(0.05).max(0.5).default(0.2),
-  }).default({ holdoutFraction: 0.2 }),
+    /**
+     * After the study, train one model per site on all the other sites (same rounds) and score it on that site's
+     * hold-out: how well the approach carries over to a hospital that did not take part.
+     */
+    leaveOneSiteOut: z.boolean().default(false),
+  }).default({ holdoutFraction: 0.2, leaveOneSiteOut: false }),
   seed: z.number().int().min(0).max(2 ** 31 - 1).default(42),
 });
 export type StudyManifestInput = z.input<typeof StudyManifestSchema>;
@@ -242,6 +247,8 @@ export const EvalCountsSchema = z.object({
   histNeg: z.array(z.number().int().min(0)).max(100_000).optional(),
   /** Exact AUC on this site's own hold-out scores. */
   auc: z.number().min(0).max(1).optional(),
+  /** The site's minimum cell count: nothing it reports per site may rest on fewer cases than this. */
+  minCellCount: z.number().int().min(0).optional(),
 });
 export type EvalCounts = z.infer<typeof EvalCountsSchema>;
 

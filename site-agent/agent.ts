@@ -280,6 +280,9 @@ export class SiteAgent {
       return { weights: encodeTensors(out.weights), numExamples: out.numExamples, trainLoss: out.trainLoss, backend: out.backend, durationMs: Date.now() - started };
     }
     const holdout = await taskData(src, 'holdout', task, manifest);
-    return { counts: await evaluate(task.model, global, holdout) };
+    // The site's own minimum cell count, declared with the counts so the coordinator honours it for any
+    // per-site value it reports.
+    const minCellCount = this.opts.config.policy.minCellCount;
+    return { counts: { ...await evaluate(task.model, global, holdout, { minCellCount }), minCellCount } };
   }
 }

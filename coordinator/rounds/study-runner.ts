@@ -25,6 +25,7 @@ import { weightedMean, type FitResult } from '../strategies/strategy.ts';
 import type { OnlineSite, Transport } from '../transport/transport.ts';
 import type { z } from 'zod';
 import { manifestHash } from '../../protocol/signing.ts';
+import { runLeaveOneSiteOut } from './leave-one-site-out.ts';
 
 export interface RunnerDeps {
   store: Store;
@@ -93,6 +94,7 @@ export class StudyRunner {
         await this.runRound(study, study.completedRounds + 1, check);
         study = store.mustGetStudy(studyId);
       }
+      if (study.manifest.evaluation.leaveOneSiteOut) await runLeaveOneSiteOut(this.deps, study, check, () => strategyFor(study.manifest.strategy.name));
       await store.updateStudy(studyId, { status: 'completed' });
       this.emit({ type: 'study', studyId, status: 'completed' });
       log.info({ studyId, rounds: study.completedRounds }, 'study completed');
@@ -332,16 +334,18 @@ export class StudyRunner {
       const ev = await this.fanOut(evalSites, () => ({ kind: 'evaluate', ...this.baseTask(study, round), model, weights: nextBytes, ...this.scaling(study) }), EvaluateResultSchema, p.roundDeadlineMs, 'evaluate');
       check();
       const perSite: Record<string, Metrics> = {};
+      const perSiteCounts: Record<string, EvalCounts> = {};
       const counts: EvalCounts[] = [];
       for (const [site, r] of ev.ok) {
         perSite[site] = metricsFromCounts(r.counts);
+        perSiteCounts[site] = r.counts;
         counts.push(r.counts);
       }
       const pooledCounts = poolCounts(counts);
       const completedAt = new Date();
       const record: RoundRecord = {
         studyId: study.id, round, participants: results.map((r) => r.site), failures: [...failures, ...ev.failures],
-        numExamples, trainLoss: lossSum / numExamples, pooled: metricsFromCounts(pooledCounts), pooledCounts, perSite,
+        numExamples, trainLoss: lossSum / numExamples, pooled: metricsFromCounts(pooledCounts), pooledCounts, perSite, perSiteCounts,
         backends,
         tasks: Object.fromEntries(results.map((r) => [r.site, { train: train.taskIds[r.site]!, ...(ev.taskIds[r.site] ? { evaluate: ev.taskIds[r.site]! } : {}) }])),
         attempts: attempt, startedAt: startedAt.toISOString(), completedAt: completedAt.toISOString(),

@@ -7,6 +7,7 @@ import { JSONFile } from 'lowdb/node';
 import type { ResolvedModel, SchemaReport, Standardization, StudyManifest, EvalCounts } from '../../protocol/messages.ts';
 import type { Metrics } from '../../protocol/metrics.ts';
 import type { WireError } from '../../protocol/errors.ts';
+import type { LosoResult } from '../rounds/leave-one-site-out.ts';
 import { CohortError } from '../../protocol/errors.ts';
 
 export type StudyStatus = 'created' | 'running' | 'stopped' | 'completed' | 'failed';
@@ -36,6 +37,8 @@ export interface StudyRecord {
    */
   refusals?: Record<string, { code: string; message: string; at: string; details?: Record<string, unknown> }>;
   error?: WireError;
+  /** Leave-one-site-out evaluation, when the manifest asks for it (coordinator/rounds/leave-one-site-out.ts). */
+  loso?: LosoResult;
 }
 
 export interface SiteFailure {
@@ -56,6 +59,11 @@ export interface RoundRecord {
   pooled: Metrics;
   pooledCounts: EvalCounts;
   perSite: Record<string, Metrics>;
+  /**
+   * Each site's evaluation counts of the new global model on its own hold-out (cross-site evaluation), as the site
+   * sent them (already cut down to its minimum cell count); per-site metrics with intervals are computed from these.
+   */
+  perSiteCounts?: Record<string, EvalCounts>;
   /** Which tfjs backend each site trained on (tensorflow, wasm or cpu). */
   backends?: Record<string, string>;
   /** Task ids per participating site; they match the `taskId` in each site's ledger. */
