@@ -19,7 +19,7 @@ export const digitsManifest = (over: Partial<StudyManifestInput> = {}): StudyMan
   name: 'digits across 5 hospitals',
   task: { dataset: 'digits', label: 'class', kind: 'images', inputShape: [8, 8, 1], classes: CLASSES, minExamples: 100 },
   model: { template: 'cnn', blocks: [{ filters: 32 }, { filters: 64 }], dense: [128], dropout: 0.25 },
-  training: { rounds: 4, localEpochs: 5, batchSize: 16, optimizer: 'adam', learningRate: 0.002 },
+  training: { rounds: 5, localEpochs: 5, batchSize: 16, optimizer: 'adam', learningRate: 0.002 },
   participation: { minSites: 5, roundDeadlineMs: 60_000, waitForSitesMs: 30_000, maxRoundAttempts: 2 },
   evaluation: { holdoutFraction: 0.2 },
   seed: 7,
