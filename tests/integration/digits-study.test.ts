@@ -3,6 +3,8 @@
  * folders, registered with `cohort site dataset add`; a sixth registered its images at another size and is left
  * out by the schema contract, with the reason visible over the API.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Coordinator } from '../../coordinator/app.ts';
 import { openDataSource } from '../../site-agent/data/open-source.ts';
@@ -15,16 +17,11 @@ import { makeDataSite, partitionDigits } from '../helpers/data-sites.ts';
 
 const CLASSES = ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9'];
 
-export const digitsManifest = (over: Partial<StudyManifestInput> = {}): StudyManifestInput => ({
-  name: 'digits across 5 hospitals',
-  task: { dataset: 'digits', label: 'class', kind: 'images', inputShape: [8, 8, 1], classes: CLASSES, minExamples: 100 },
-  model: { template: 'cnn', blocks: [{ filters: 32 }, { filters: 64 }], dense: [128], dropout: 0.25 },
-  training: { rounds: 5, localEpochs: 5, batchSize: 16, optimizer: 'adam', learningRate: 0.002 },
-  participation: { minSites: 5, roundDeadlineMs: 60_000, waitForSitesMs: 30_000, maxRoundAttempts: 2 },
-  evaluation: { holdoutFraction: 0.2 },
-  seed: 7,
-  ...over,
-});
+/** examples/digits-study.json (what the README reports), with deadlines for a test. */
+export const digitsManifest = (): StudyManifestInput => {
+  const m = JSON.parse(readFileSync(join(import.meta.dirname, '..', '..', 'examples', 'digits-study.json'), 'utf8')) as StudyManifestInput;
+  return { ...m, participation: { minSites: 5, roundDeadlineMs: 60_000, waitForSitesMs: 30_000, maxRoundAttempts: 2 } };
+};
 
 describe('a federated digits study across 5 sites', () => {
   let coordinator: Coordinator;
