@@ -295,9 +295,10 @@ example(program.command('demo')
   .option('--dir <dir>', 'working directory (default: a fresh temporary one)')
   .option('--keep', 'keep the coordinator and agents running after the study, until Ctrl-C')
   .option('--loso', 'also run leave-one-site-out evaluation after the rounds')
-  .action(async (o: { rounds: string; sites: string; dir?: string; keep?: boolean; loso?: boolean }) => {
-    process.exitCode = await runDemo({ rounds: Number(o.rounds), sites: Number(o.sites), keep: o.keep ?? false, loso: o.loso ?? false, ...(o.dir ? { dir: o.dir } : {}) });
-  }), 'cohort demo --rounds 10 --loso');
+  .option('--dp', 'record-level differential privacy: DP-SGD at every site, epsilon 2 at delta 1e-5; prints epsilon spent per site')
+  .action(async (o: { rounds: string; sites: string; dir?: string; keep?: boolean; loso?: boolean; dp?: boolean }) => {
+    process.exitCode = await runDemo({ rounds: Number(o.rounds), sites: Number(o.sites), keep: o.keep ?? false, loso: o.loso ?? false, dp: o.dp ?? false, ...(o.dir ? { dir: o.dir } : {}) });
+  }), 'cohort demo --rounds 10 --loso   (or: cohort demo --dp --sites 5 --rounds 20)');
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof CohortError || err instanceof ApiError) {

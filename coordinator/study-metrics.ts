@@ -88,10 +88,13 @@ function fromSummary(m: Metrics, minCellCount: number): SiteMetrics {
   return out;
 }
 
-/** Epsilon per site from a round record, when the differential-privacy code put it there (`epsilon: {site: ε}`). */
+/**
+ * Epsilon per site from a round record (`round.privacy`, coordinator/privacy/study-privacy.ts): each site's
+ * record-level epsilon in record mode, its client-level epsilon in the client modes.
+ */
 export function epsilonOf(r: RoundRecord): Record<string, number> | undefined {
-  const e = (r as RoundRecord & { epsilon?: unknown }).epsilon;
-  if (!e || typeof e !== 'object') return undefined;
+  const e = r.privacy ? Object.fromEntries(Object.entries(r.privacy.perSite).map(([site, s]) => [site, s.record ?? s.client])) : undefined;
+  if (!e) return undefined;
   const out = Object.fromEntries(Object.entries(e).filter((kv): kv is [string, number] => typeof kv[1] === 'number' && Number.isFinite(kv[1])));
   return Object.keys(out).length ? out : undefined;
 }

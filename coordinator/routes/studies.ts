@@ -122,7 +122,7 @@ export function registerStudyRoutes(app: FastifyInstance, { store, runner, check
     return {
       study: {
         ...summary(s), manifest: s.manifest, manifestHash: s.manifestHash, signed: Boolean(s.signature), model: s.model, schemas: s.schemas,
-        running: runner.isRunning(s.id), ...(s.refusals ? { refusals: s.refusals } : {}),
+        running: runner.isRunning(s.id), ...(s.refusals ? { refusals: s.refusals } : {}), ...(s.privacy ? { privacy: s.privacy } : {}),
       },
       rounds: store.listRounds(s.id),
     };

@@ -9,6 +9,7 @@ import type { Metrics } from '../../protocol/metrics.ts';
 import type { WireError } from '../../protocol/errors.ts';
 import type { LosoResult } from '../rounds/leave-one-site-out.ts';
 import { CohortError } from '../../protocol/errors.ts';
+import type { RoundPrivacy, StudyPrivacy } from '../privacy/study-privacy.ts';
 
 export type StudyStatus = 'created' | 'running' | 'stopped' | 'completed' | 'failed';
 
@@ -37,6 +38,8 @@ export interface StudyRecord {
    */
   refusals?: Record<string, { code: string; message: string; at: string; details?: Record<string, unknown> }>;
   error?: WireError;
+  /** Differential privacy: epsilon spent per site (record- and client-level apart); see coordinator/privacy. */
+  privacy?: StudyPrivacy;
   /** Leave-one-site-out evaluation, when the manifest asks for it (coordinator/rounds/leave-one-site-out.ts). */
   loso?: LosoResult;
 }
@@ -68,6 +71,8 @@ export interface RoundRecord {
   backends?: Record<string, string>;
   /** Task ids per participating site; they match the `taskId` in each site's ledger. */
   tasks?: Record<string, { train: string; evaluate?: string }>;
+  /** Differential privacy: what this round spent, per site and (client modes) at the coordinator. */
+  privacy?: RoundPrivacy;
   attempts: number;
   startedAt: string;
   completedAt: string;
