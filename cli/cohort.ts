@@ -18,6 +18,7 @@ import { siteInit, siteRun } from './site-commands.ts';
 import { datasetAdd, datasetList, formatSchema, type DatasetAddOptions } from './dataset-commands.ts';
 import { watchStudy } from './watch.ts';
 import { runDemo } from './demo.ts';
+import { registerSimulate } from './simulate.ts';
 
 // `cohort site audit | head` must not crash when the reader goes away.
 process.stdout.on('error', (e: NodeJS.ErrnoException) => {
@@ -299,6 +300,8 @@ example(program.command('demo')
   .action(async (o: { rounds: string; sites: string; dir?: string; keep?: boolean; loso?: boolean; dp?: boolean }) => {
     process.exitCode = await runDemo({ rounds: Number(o.rounds), sites: Number(o.sites), keep: o.keep ?? false, loso: o.loso ?? false, dp: o.dp ?? false, ...(o.dir ? { dir: o.dir } : {}) });
   }), 'cohort demo --rounds 10 --loso   (or: cohort demo --dp --sites 5 --rounds 20)');
+
+registerSimulate(program, example);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof CohortError || err instanceof ApiError) {

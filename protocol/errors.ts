@@ -39,6 +39,13 @@ export const ERRORS = {
   COHORT_ERR_ROUND_STALE: { http: 409, message: 'reply is for a round that is not in progress' },
   COHORT_ERR_ROUND_TOO_FEW_RESULTS: { http: 503, message: 'too few sites returned results before the deadline' },
   COHORT_ERR_ROUND_DUPLICATE: { http: 409, message: 'site already submitted for this round' },
+  // aggregation strategies (coordinator/strategies)
+  COHORT_ERR_STUDY_STRATEGY_NEEDS_INDIVIDUAL: { http: 400, message: 'strategy needs individual updates and cannot run under secure aggregation' },
+  COHORT_ERR_STUDY_STRATEGY_INVALID: { http: 400, message: 'strategy parameters do not fit the study' },
+  // simulations (cohort simulate)
+  COHORT_ERR_SIM_SCENARIO_INVALID: { http: 400, message: 'simulation scenario or flag is invalid' },
+  COHORT_ERR_SIM_PARTITION_INVALID: { http: 400, message: 'data cannot be partitioned across the virtual sites as asked' },
+  COHORT_ERR_SIM_WORKER_FAILED: { http: 500, message: 'a simulation worker thread failed' },
   // site-side
   COHORT_ERR_SITE_DATASET_UNKNOWN: { http: 404, message: 'the site has no dataset with that id' },
   COHORT_ERR_SITE_SCHEMA_MISMATCH: { http: 422, message: 'site data does not match the study task' },

@@ -55,6 +55,47 @@ export const ResolvedModelSchema = z.object({
 });
 export type ResolvedModel = z.infer<typeof ResolvedModelSchema>;
 
+// ---------------------------------------------------------------- aggregation strategies
+
+/**
+ * How the coordinator turns site updates into the next global model: a name and that paper's parameters, with the
+ * paper's defaults (see coordinator/strategies/ and docs/simulations.md). `fedavg`, `fedavgm`, `fedprox` and the
+ * adaptive optimizers need only the weighted mean of the updates (so they run under secure aggregation);
+ * `fedmedian`, `trimmed-mean`, `krum` and `multi-krum` need each site's update and cannot.
+ */
+export const StrategySpecSchema = z.discriminatedUnion('name', [
+  z.object({ name: z.literal('fedavg') }),
+  z.object({
+    name: z.literal('fedavgm'),
+    serverLearningRate: z.number().positive().max(100).default(1),
+    momentum: z.number().min(0).lt(1).default(0.9),
+  }),
+  z.object({ name: z.literal('fedprox'), mu: z.number().min(0).max(1000).default(0.01) }),
+  ...(['fedadam', 'fedyogi'] as const).map((name) => z.object({
+    name: z.literal(name),
+    eta: z.number().positive().max(100).default(0.1),
+    beta1: z.number().min(0).lt(1).default(0.9),
+    beta2: z.number().min(0).lt(1).default(0.99),
+    tau: z.number().positive().max(1).default(1e-3),
+  })),
+  z.object({
+    name: z.literal('fedadagrad'),
+    eta: z.number().positive().max(100).default(0.1),
+    beta1: z.number().min(0).lt(1).default(0.9),
+    tau: z.number().positive().max(1).default(1e-3),
+  }),
+  z.object({ name: z.literal('fedmedian') }),
+  z.object({ name: z.literal('trimmed-mean'), beta: z.number().min(0).lt(0.5).default(0.1) }),
+  z.object({ name: z.literal('krum'), byzantine: z.number().int().min(0).max(10_000).default(1) }),
+  z.object({
+    name: z.literal('multi-krum'),
+    byzantine: z.number().int().min(0).max(10_000).default(1),
+    /** Updates averaged; default n - byzantine. */
+    select: z.number().int().min(1).max(100_000).optional(),
+  }),
+]);
+export type StrategySpec = z.output<typeof StrategySpecSchema>;
+export type StrategyName = StrategySpec['name'];
 // ---------------------------------------------------------------- differential privacy (manifest `privacy.dp`)
 
 /**
@@ -149,7 +190,7 @@ export const StudyManifestSchema = z.object({
     optimizer: z.enum(['adam', 'sgd']).default('adam'),
     learningRate: z.number().positive().max(10).default(0.01),
   }),
-  strategy: z.object({ name: z.enum(['fedavg']).default('fedavg') }).default({ name: 'fedavg' }),
+  strategy: StrategySpecSchema.default({ name: 'fedavg' }),
   participation: z.object({
     minSites: z.number().int().min(1).max(100_000).default(2),
     /** Sites by name; when absent, every connected site with the dataset takes part. */
@@ -256,6 +297,8 @@ export const TrainTaskSchema = z.object({
   participants: z.number().int().min(1),
   /** Pooled statistics when the study standardizes federatedly. */
   standardization: StandardizationSchema.optional(),
+  /** FedProx: add (mu / 2) * ||w - w_global||^2 to the local loss. */
+  proximalMu: z.number().min(0).max(1000).optional(),
   /** Client-level DP: this round's clip for the site's update (it changes under adaptive clipping). */
   dp: z.object({ clip: z.number().positive() }).optional(),
 });

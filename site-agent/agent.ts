@@ -288,7 +288,7 @@ export class SiteAgent {
         // Under record-level DP neither the training loss nor the exact count may leave: both are functions of the
         // data that no noise protects. The count goes out rounded, as in the schema report.
         ? { ...(await trainDpSgd(task.model, global, data, { ...fit, clip: dp.settings.clip, noiseMultiplier: dp.record.noiseMultiplier, microbatch: dp.settings.microbatch, averageIterates: dp.settings.averageIterates })), trainLoss: 0 }
-        : await train(task.model, global, data, { ...fit, seed: task.seed + task.round });
+        : await train(task.model, global, data, { ...fit, seed: task.seed + task.round, ...(task.proximalMu ? { proximalMu: task.proximalMu } : {}) });
       if (!Number.isFinite(out.trainLoss)) throw new CohortError('COHORT_ERR_SITE_TRAINING_FAILED', 'training diverged (loss is not finite)');
       const released = dp ? this.dp.release(dp, global, out.weights) : undefined;
       return {

@@ -75,6 +75,9 @@ export function checkTask(policy: Policy, manifest: StudyManifest, task: Task): 
     if (task.localEpochs !== t.localEpochs || task.batchSize !== t.batchSize || task.optimizer !== t.optimizer || task.learningRate !== t.learningRate) {
       throw mismatch('training parameters');
     }
+    // FedProx's proximal term is part of the approved training: exactly the manifest's mu, or none.
+    const mu = manifest.strategy.name === 'fedprox' && manifest.strategy.mu > 0 ? manifest.strategy.mu : undefined;
+    if ((task.proximalMu || undefined) !== mu) throw mismatch('proximal term (FedProx mu)');
     if (task.participants < policy.minSitesPerAggregate) {
       throw new CohortError('COHORT_ERR_POLICY_TOO_FEW_SITES', `this round aggregates ${task.participants} sites; site requires at least ${policy.minSitesPerAggregate}`);
     }

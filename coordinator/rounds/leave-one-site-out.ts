@@ -163,6 +163,7 @@ async function runFold(deps: RunnerDeps, study: StudyRecord, heldOut: string, ot
               kind: 'train', ...baseTask(study, round), model, weights: globalBytes,
               localEpochs: t.localEpochs, batchSize: t.batchSize, optimizer: t.optimizer, learningRate: t.learningRate, participants: sites.length,
               ...scaling(study),
+              ...strategy.trainConfig?.(), // FedProx's proximal term: sites refuse a task without the approved mu
             }) as { weights: Uint8Array; numExamples: number; trainLoss: number };
             // The same edge checks as the study's own rounds: shapes, size, finiteness.
             const weights = decodeTensors(r.weights, { expectShapes: shapes, maxBytes: globalBytes.byteLength + 64, requireFinite: true });

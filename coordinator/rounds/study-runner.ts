@@ -20,7 +20,7 @@ import { buildModel, getWeights } from '../../protocol/models.ts';
 import type { StudyEvent } from '../../protocol/events.ts';
 import type { Checkpoints } from '../checkpoints.ts';
 import type { RoundRecord, SiteFailure, Store, StudyRecord } from '../store/store.ts';
-import { strategyFor } from '../strategies/fedavg.ts';
+import { strategyFor } from '../strategies/registry.ts';
 import { weightedMean, type FitResult } from '../strategies/strategy.ts';
 import type { OnlineSite, Transport } from '../transport/transport.ts';
 import type { z } from 'zod';
@@ -97,7 +97,7 @@ export class StudyRunner {
         await this.runRound(study, study.completedRounds + 1, check);
         study = store.mustGetStudy(studyId);
       }
-      if (study.manifest.evaluation.leaveOneSiteOut) await runLeaveOneSiteOut(this.deps, study, check, () => strategyFor(study.manifest.strategy.name));
+      if (study.manifest.evaluation.leaveOneSiteOut) await runLeaveOneSiteOut(this.deps, study, check, () => strategyFor(study.manifest.strategy));
       await store.updateStudy(studyId, { status: 'completed' });
       this.emit({ type: 'study', studyId, status: 'completed' });
       log.info({ studyId, rounds: study.completedRounds }, 'study completed');
@@ -276,8 +276,10 @@ export class StudyRunner {
     const { checkpoints, store, log } = this.deps;
     const p = study.manifest.participation;
     const model = study.model!;
-    const strategy = strategyFor(study.manifest.strategy.name);
+    const strategy = strategyFor(study.manifest.strategy);
     const global = await checkpoints.load(study.id, round - 1);
+    // Server state (momentum, Adam moments) resumes from the checkpoint of the previous round.
+    strategy.restore?.(await checkpoints.loadState(study.id, round - 1));
     const globalBytes = encodeTensors(global);
     const shapes = global.map((t) => t.shape);
     const maxBytes = globalBytes.byteLength + 64;
@@ -307,6 +309,7 @@ export class StudyRunner {
         kind: 'train', ...this.baseTask(study, round), model, weights: globalBytes,
         localEpochs: t.localEpochs, batchSize: t.batchSize, optimizer: t.optimizer, learningRate: t.learningRate, participants: sites.length,
         ...this.scaling(study),
+        ...strategy.trainConfig?.(),
         ...this.dp.trainFields(study, round, priorRounds),
       }), TrainResultSchema, p.roundDeadlineMs, 'train');
       check();
@@ -369,6 +372,8 @@ export class StudyRunner {
         attempts: attempt, startedAt: startedAt.toISOString(), completedAt: completedAt.toISOString(),
         durationMs: completedAt.getTime() - startedAt.getTime(),
       };
+      // Written before the model: a crash between the two leaves round - 1 as the last complete checkpoint.
+      if (strategy.state) await checkpoints.saveState(study.id, round, strategy.state());
       await checkpoints.save(study.id, round, next);
       await store.completeRound(record);
       const dpAfter = this.dp.studyPrivacy(study, store.listRounds(study.id));
