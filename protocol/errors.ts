@@ -82,6 +82,11 @@ export const ERRORS = {
   // data sources
   COHORT_ERR_DATA_PARSE: { http: 422, message: 'data file could not be parsed' },
   COHORT_ERR_DATA_SCHEMA: { http: 422, message: 'data does not match its declared schema' },
+  COHORT_ERR_DATA_CORRUPT: { http: 422, message: 'data file is damaged or truncated and cannot be decoded' },
+  COHORT_ERR_DATA_UNSUPPORTED: { http: 422, message: 'data file format or encoding is not supported' },
+  COHORT_ERR_DATA_EMPTY: { http: 422, message: 'dataset has no usable examples' },
+  COHORT_ERR_SITE_DATASET_PATH: { http: 400, message: 'dataset path does not exist or is the wrong kind' },
+  COHORT_ERR_SITE_DATASET_EXISTS: { http: 409, message: 'a dataset with that id is already registered' },
   // models
   COHORT_ERR_MODEL_SPEC_INVALID: { http: 400, message: 'model specification is invalid' },
   // generic

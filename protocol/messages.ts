@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { CohortError, isErrorCode, type WireError } from './errors.ts';
+import { LayersTopologySchema } from './model-topology.ts';
 import { SecAggInputSchema, SecAggPeerSchema, SecAggSessionSchema, SecureAggregationManifestSchema } from './secagg-messages.ts';
 
 const id = z.string().min(1).max(128).regex(/^[A-Za-z0-9._:-]+$/, 'letters, digits and . _ : - only');
@@ -22,6 +23,28 @@ export const ModelSpecSchema = z.discriminatedUnion('template', [
     dropout: z.number().min(0).max(0.9).default(0),
     l2: z.number().min(0).max(1).default(0),
   }),
+  /** The digits reference CNN for [h, w, c] images: conv 3x3x16 same - maxpool 2 - conv 3x3x32 - dense 64 - output. */
+  z.object({ template: z.literal('cnn-small') }),
+  /** A CNN from parameters: conv blocks (each `convs` convolutions then a max pool of `pool`, 1 = none), a dense head. */
+  z.object({
+    template: z.literal('cnn'),
+    blocks: z.array(z.object({
+      filters: z.number().int().min(1).max(512),
+      kernel: z.number().int().min(1).max(11).default(3),
+      convs: z.number().int().min(1).max(4).default(1),
+      pool: z.number().int().min(1).max(4).default(2),
+    })).min(1).max(8).default([{ filters: 16, kernel: 3, convs: 1, pool: 2 }, { filters: 32, kernel: 3, convs: 1, pool: 2 }]),
+    padding: z.enum(['same', 'valid']).default('same'),
+    dense: z.array(z.number().int().min(1).max(4096)).max(4).default([64]),
+    activation: z.enum(['relu', 'tanh', 'elu']).default('relu'),
+    /** Batch normalization after each convolution (before its activation). */
+    batchNorm: z.boolean().default(false),
+    /** Dropout before each dense layer of the head. */
+    dropout: z.number().min(0).max(0.9).default(0),
+    l2: z.number().min(0).max(1).default(0),
+  }),
+  /** A tfjs layers topology (JSON, checked against an allow-list; see protocol/model-topology.ts). */
+  z.object({ template: z.literal('layers'), topology: LayersTopologySchema }),
 ]);
 export type ModelSpec = z.infer<typeof ModelSpecSchema>;
 
@@ -143,6 +166,22 @@ export const StudyManifestSchema = z.object({
     features: z.array(z.string().min(1).max(200)).min(1).max(100_000).optional(),
     /** Class names; when given, every site must report the same. */
     classes: z.array(z.string().min(1).max(200)).min(2).max(10_000).optional(),
+    // ---- the schema contract (all optional): what every site's data must be, checked before round 1
+    /** Kind of data every site must hold. */
+    kind: z.enum(['csv', 'images', 'dicom']).optional(),
+    /** Declared type per tabular feature; sites use it for columns their site.json does not type. */
+    featureTypes: z.record(z.string().min(1).max(200), z.enum(['number', 'category'])).optional(),
+    /** Category levels in one-hot order; sites encode with exactly these, so one-hot columns line up. */
+    levels: z.record(z.string().min(1).max(200), z.array(z.string().min(1).max(200)).min(1).max(10_000)).optional(),
+    /** Shape of one example as the model sees it, e.g. [8, 8, 1] for images. */
+    inputShape: z.array(z.number().int().min(1).max(1 << 20)).min(1).max(4).optional(),
+    /** Fewest examples (as the site reports them, rounded) a site needs to take part. */
+    minExamples: z.number().int().min(0).max(1e9).optional(),
+    /**
+     * `federated` (default): features scaled with means and variances pooled across sites before round 1;
+     * `local`: each site's own training split (the pre-0.2 behaviour); `none`: as the data source gives them.
+     */
+    standardize: z.enum(['federated', 'local', 'none']).default('federated'),
   }),
   model: ModelSpecSchema,
   training: z.object({
@@ -238,6 +277,17 @@ const taskBase = {
 };
 
 export const DescribeTaskSchema = z.object({ kind: z.literal('describe'), ...taskBase });
+/** Before round 1 (federated standardization): per-feature count, sum and sum of squares of the training split. */
+export const StatsTaskSchema = z.object({ kind: z.literal('stats'), ...taskBase });
+
+/** Most standardization slots (tabular numeric columns, or image channels) a study may have. */
+export const MAX_STATS_SLOTS = 100_000;
+/** Global per-slot mean and standard deviation, pooled across sites; every site scales its features with these. */
+export const StandardizationSchema = z.object({
+  mean: z.array(z.number().finite()).max(MAX_STATS_SLOTS),
+  std: z.array(z.number().finite().positive()).max(MAX_STATS_SLOTS),
+}).refine((s) => s.mean.length === s.std.length, 'mean and std differ in length');
+export type Standardization = z.infer<typeof StandardizationSchema>;
 export const TrainTaskSchema = z.object({
   kind: z.literal('train'),
   ...taskBase,
@@ -249,6 +299,8 @@ export const TrainTaskSchema = z.object({
   learningRate: z.number().positive(),
   /** How many sites this round's aggregate combines (site policies may set a minimum). */
   participants: z.number().int().min(1),
+  /** Pooled statistics when the study standardizes federatedly. */
+  standardization: StandardizationSchema.optional(),
   /** FedProx: add (mu / 2) * ||w - w_global||^2 to the local loss. */
   proximalMu: z.number().min(0).max(1000).optional(),
   /** Client-level DP: this round's clip for the site's update (it changes under adaptive clipping). */
@@ -261,6 +313,7 @@ export const EvaluateTaskSchema = z.object({
   ...taskBase,
   model: ResolvedModelSchema,
   weights: bytes,
+  standardization: StandardizationSchema.optional(),
 });
 // Secure aggregation stages (the masked input is a `train` task with `secagg`); see docs/protocol.md.
 const sessionId = z.string().regex(/^[0-9a-f]{32}$/);
@@ -274,20 +327,30 @@ export type SecAggShareTask = z.infer<typeof SecAggShareTaskSchema>;
 export type SecAggUnmaskTask = z.infer<typeof SecAggUnmaskTaskSchema>;
 
 export const TaskSchema = z.discriminatedUnion('kind', [
-  DescribeTaskSchema, TrainTaskSchema, EvaluateTaskSchema, SecAggAdvertiseTaskSchema, SecAggShareTaskSchema, SecAggUnmaskTaskSchema,
+  DescribeTaskSchema, StatsTaskSchema, TrainTaskSchema, EvaluateTaskSchema, SecAggAdvertiseTaskSchema, SecAggShareTaskSchema, SecAggUnmaskTaskSchema,
 ]);
 export type DescribeTask = z.infer<typeof DescribeTaskSchema>;
+export type StatsTask = z.infer<typeof StatsTaskSchema>;
 export type TrainTask = z.infer<typeof TrainTaskSchema>;
 export type EvaluateTask = z.infer<typeof EvaluateTaskSchema>;
 export type Task = z.infer<typeof TaskSchema>;
 
+const roundedCounts = z.record(z.string().max(200), z.number().int().min(0)).refine((r) => Object.keys(r).length <= 100_000, 'too many entries');
 export const SchemaReportSchema = z.object({
   kind: z.enum(['csv', 'images', 'dicom']),
   label: z.string(),
-  features: z.array(z.object({ name: z.string(), type: z.enum(['number', 'category']) })).optional(),
+  features: z.array(z.object({
+    name: z.string(), type: z.enum(['number', 'category']),
+    levels: z.array(z.string().max(200)).max(10_000).optional(),
+  })).optional(),
   classes: z.array(z.string()),
   inputShape: z.array(z.number().int().min(1)),
   examplesRounded: z.number().int().min(0),
+  // Data-quality counts, all rounded like examplesRounded: they tell the researcher why a site has fewer examples.
+  skipped: z.object({ count: z.number().int().min(0), reasons: roundedCounts }).optional(),
+  missing: roundedCounts.optional(),
+  unseenLevels: roundedCounts.optional(),
+  droppedRows: z.number().int().min(0).optional(),
 });
 export type SchemaReport = z.infer<typeof SchemaReportSchema>;
 
@@ -336,6 +399,17 @@ export type MaskedTrainResult = z.infer<typeof MaskedTrainResultSchema>;
 export const EvaluateResultSchema = z.object({ counts: EvalCountsSchema });
 export type EvaluateResult = z.infer<typeof EvaluateResultSchema>;
 export const DescribeResultSchema = z.object({ schema: SchemaReportSchema });
+/**
+ * One site's standardization sums as ONE numeric vector `[count_0..count_{k-1}, sum_0.., sumSq_0..]` (k = slots),
+ * so pooling is a plain vector sum and can go through secure aggregation unchanged (protocol/standardization.ts).
+ */
+export const StatsResultSchema = z.object({
+  stats: z.object({
+    slots: z.number().int().min(0).max(MAX_STATS_SLOTS),
+    vector: z.array(z.number().finite()).max(3 * MAX_STATS_SLOTS),
+  }).refine((s) => s.vector.length === 3 * s.slots, 'vector length must be 3 × slots'),
+});
+export type StatsResult = z.infer<typeof StatsResultSchema>;
 export type DescribeResult = z.infer<typeof DescribeResultSchema>;
 
 export const WireErrorSchema = z.object({

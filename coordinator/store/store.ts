@@ -4,7 +4,7 @@
  */
 import { Low, Memory } from 'lowdb';
 import { JSONFile } from 'lowdb/node';
-import type { ResolvedModel, SchemaReport, StudyManifest, EvalCounts } from '../../protocol/messages.ts';
+import type { ResolvedModel, SchemaReport, Standardization, StudyManifest, EvalCounts } from '../../protocol/messages.ts';
 import type { Metrics } from '../../protocol/metrics.ts';
 import type { WireError } from '../../protocol/errors.ts';
 import type { LosoResult } from '../rounds/leave-one-site-out.ts';
@@ -30,8 +30,13 @@ export interface StudyRecord {
   /** Set once every site's schema is checked, before round 1. */
   model?: ResolvedModel;
   schemas?: Record<string, SchemaReport>;
-  /** Latest coded refusal per site (not approved, policy breach, ...), shown to the researcher. */
-  refusals?: Record<string, { code: string; message: string; at: string }>;
+  /** Feature means and standard deviations pooled across sites before round 1 (federated standardization). */
+  standardization?: Standardization;
+  /**
+   * Latest coded refusal per site (not approved, policy breach, ...), shown to the researcher. A schema mismatch
+   * carries `details.mismatches`: each field that differs from the manifest, with what was expected and found.
+   */
+  refusals?: Record<string, { code: string; message: string; at: string; details?: Record<string, unknown> }>;
   error?: WireError;
   /** Differential privacy: epsilon spent per site (record- and client-level apart); see coordinator/privacy. */
   privacy?: StudyPrivacy;
@@ -43,7 +48,8 @@ export interface SiteFailure {
   site: string;
   code: string;
   message: string;
-  stage: 'train' | 'evaluate' | 'describe' | 'secagg-advertise' | 'secagg-share' | 'secagg-unmask';
+  stage: 'train' | 'evaluate' | 'describe' | 'stats' | 'secagg-advertise' | 'secagg-share' | 'secagg-unmask';
+  details?: Record<string, unknown>;
 }
 
 export interface RoundRecord {

@@ -10,7 +10,7 @@ import {
   createStudy, json, RESEARCHER, runStudy, startCoordinator, startSites, tempDir, waitForEnd, wdbcManifest, type TestSite,
 } from '../helpers/cluster.ts';
 import type { Coordinator } from '../../coordinator/app.ts';
-import type { Reply, Task, TrainTask } from '../../protocol/messages.ts';
+import { StudyManifestSchema, type Reply, type Task, type TrainTask } from '../../protocol/messages.ts';
 import type { StudyManifestInput } from '../../protocol/messages.ts';
 import { decodeTensors, encodeTensors } from '../../protocol/codec.ts';
 import { weightShapes } from '../../protocol/models.ts';
@@ -19,8 +19,9 @@ import { signedStudyRequest } from '../../cli/researcher.ts';
 import { readLedger } from '../../site-agent/ledger.ts';
 import { HISTOGRAM_BINS } from '../../protocol/metrics.ts';
 import { encodeTrainingLanes, flatDelta } from '../../protocol/crypto/quantize.ts';
-import { loadSiteConfig, resolveIn } from '../../site-agent/config.ts';
-import { CsvSource } from '../../site-agent/data/csv-source.ts';
+import { loadSiteConfig } from '../../site-agent/config.ts';
+import { openDataSource } from '../../site-agent/data/open-source.ts';
+import { sourceOptionsFor, taskData } from '../../site-agent/data/task-data.ts';
 import { train } from '../../site-agent/training/trainer.ts';
 
 interface RoundBody {
@@ -103,11 +104,13 @@ function correlation(a: ArrayLike<number>, b: ArrayLike<number>): number {
 
 /** Re-runs a site's local training for a recorded task, on its own data: its plaintext update, as the agent made it. */
 async function replay(site: TestSite, task: TrainTask): Promise<{ delta: Float64Array; numExamples: number }> {
+  // The agent's own data path: the same source options, the same (federated) standardization.
   const cfg = loadSiteConfig(site.dir);
   const ds = cfg.datasets.find((d) => d.id === task.dataset)!;
-  const src = new CsvSource(resolveIn(site.dir, ds.path), ds, { holdoutFraction: task.holdoutFraction, seed: task.seed });
+  const manifest = StudyManifestSchema.parse(task.manifest.raw);
+  const src = openDataSource(site.dir, ds, sourceOptionsFor(task, manifest));
   const global = decodeTensors(task.weights);
-  const out = await train(task.model, global, await src.load('train'), {
+  const out = await train(task.model, global, await taskData(src, 'train', task, manifest), {
     epochs: task.localEpochs, batchSize: task.batchSize, optimizer: task.optimizer, learningRate: task.learningRate, seed: task.seed + task.round,
   });
   return { delta: flatDelta(out.weights, global), numExamples: out.numExamples };

@@ -156,7 +156,8 @@ describe('site governance', () => {
     const entries = readLedger(file);
     // Secure aggregation is on by default: every stage's reply is in the ledger, and the update left masked.
     const round = ['secagg-advertise', 'secagg-share', 'train', 'secagg-unmask', 'evaluate'];
-    expect(entries.map((e) => e.kind)).toEqual(['describe', ...round, ...round]);
+    // describe, then the federated-standardization sums, then two rounds.
+    expect(entries.map((e) => e.kind)).toEqual(['describe', 'stats', ...round, ...round]);
     const trainEntry = entries.find((e) => e.kind === 'train')!;
     expect(trainEntry.bytes).toBeGreaterThan(31 * 4);
     expect(trainEntry.privacy).toMatchObject({ masked: true, secureAggregation: { threshold: 0.6, clip: 8, quantizationBits: 22 } });

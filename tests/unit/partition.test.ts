@@ -3,6 +3,8 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { CohortError } from '../../protocol/errors.ts';
 import { CsvSource } from '../../site-agent/data/csv-source.ts';
+import { CsvDatasetSchema } from '../../site-agent/config.ts';
+import { localStandardization, standardize } from '../../site-agent/data/standardize.ts';
 import { WDBC } from '../../cli/demo.ts';
 import { loadTable, type Table } from '../../simulations/dataset.ts';
 import { MatrixSource, scalingStats } from '../../simulations/matrix-source.ts';
@@ -104,16 +106,21 @@ describe('a virtual site\'s in-memory data source', () => {
     const file = join(tempDir(), 'site.csv');
     writeFileSync(file, [lines[0], ...Array.from(rows, (r) => lines[r + 1])].join('\n') + '\n');
     const opts = { holdoutFraction: 0.25, seed: 42 };
-    const csv = new CsvSource(file, { id: 'wdbc', kind: 'csv', path: file, label: 'malignant', exclude: [], categorical: [] }, opts);
+    const csv = new CsvSource(file, CsvDatasetSchema.parse({ id: 'wdbc', kind: 'csv', path: file, label: 'malignant' }), opts);
     const x = new Float64Array(rows.length * table.width);
     rows.forEach((r, k) => x.set(table.x.subarray(r * table.width, (r + 1) * table.width), k * table.width));
     const mem = new MatrixSource({ label: 'malignant', features: table.features, classes: table.classes, width: table.width, x, y: Int32Array.from(rows, (r) => table.y[r]!), rowIds: rows }, opts);
+    // The CSV source gives raw features and the agent scales them; the matrix source scales itself with the
+    // training split's statistics, which is what `task.standardize: 'local'` does at a real site.
+    const local = localStandardization(await csv.load('train'));
     for (const split of ['train', 'holdout'] as const) {
-      const a = await csv.load(split);
+      const a = standardize(await csv.load(split), local);
       const b = await mem.load(split);
       expect(b.n).toBe(a.n);
       expect(Array.from(b.y)).toEqual(Array.from(a.y));
-      expect(Array.from(b.x)).toEqual(Array.from(a.x));
+      expect(b.x.length).toBe(a.x.length);
+      // Float32 rounding of (x - mean) / std in a different order: equal to a few ulps.
+      expect(Array.from(b.x).every((v, i) => Math.abs(v - a.x[i]!) <= 1e-5 * Math.max(1, Math.abs(v)))).toBe(true);
     }
     expect(await mem.describe()).toEqual(await csv.describe());
   });
