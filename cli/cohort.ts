@@ -297,8 +297,12 @@ example(program.command('demo')
   .option('--keep', 'keep the coordinator and agents running after the study, until Ctrl-C')
   .option('--loso', 'also run leave-one-site-out evaluation after the rounds')
   .option('--dp', 'record-level differential privacy: DP-SGD at every site, epsilon 2 at delta 1e-5; prints epsilon spent per site')
-  .action(async (o: { rounds: string; sites: string; dir?: string; keep?: boolean; loso?: boolean; dp?: boolean }) => {
-    process.exitCode = await runDemo({ rounds: Number(o.rounds), sites: Number(o.sites), keep: o.keep ?? false, loso: o.loso ?? false, dp: o.dp ?? false, ...(o.dir ? { dir: o.dir } : {}) });
+  .option('--no-secure-aggregation', 'run plain FedAvg: the coordinator sees each site\'s update (secure aggregation is on by default)')
+  .action(async (o: { rounds: string; sites: string; dir?: string; keep?: boolean; loso?: boolean; dp?: boolean; secureAggregation: boolean }) => {
+    process.exitCode = await runDemo({
+      rounds: Number(o.rounds), sites: Number(o.sites), keep: o.keep ?? false, loso: o.loso ?? false, dp: o.dp ?? false,
+      secureAggregation: o.secureAggregation, ...(o.dir ? { dir: o.dir } : {}),
+    });
   }), 'cohort demo --rounds 10 --loso   (or: cohort demo --dp --sites 5 --rounds 20)');
 
 registerSimulate(program, example);

@@ -1,7 +1,8 @@
 /**
  * `cohort demo` (= `npm start`): a real coordinator and N real site agents, each its own process on loopback, the
- * bundled WDBC data split across the sites, a study of 10 rounds with a live table, then the pooled hold-out
- * metrics. Nothing is simulated: the agents dial the coordinator over socket.io and train tfjs models.
+ * bundled WDBC data split across the sites, a study of 10 rounds under secure aggregation with a live table, then
+ * the pooled hold-out metrics. Nothing is simulated: the agents dial the coordinator over socket.io, train tfjs
+ * models and send only masked updates.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -28,6 +29,8 @@ export interface DemoOptions {
   loso?: boolean;
   /** Record-level differential privacy (DP-SGD at every site) at epsilon 2, delta 1e-5. */
   dp?: boolean;
+  /** SecAgg+ on (default) or off (plain FedAvg: the coordinator sees each site's update). */
+  secureAggregation?: boolean;
 }
 
 /**
@@ -61,12 +64,14 @@ export function splitCsvForSites(csvFile: string, sites: number, seed = 7): stri
   return out;
 }
 
-export function demoManifest(rounds: number, sites: number, loso = false, dp = false): StudyManifestInput {
+export function demoManifest(rounds: number, sites: number, loso = false, dp = false, secureAggregation = true): StudyManifestInput {
   if (dp) {
-    const base = demoManifest(rounds, sites, loso);
+    const base = demoManifest(rounds, sites, loso, false, secureAggregation);
+    // Record-level DP and secure aggregation combine: each site noises its own training, and the coordinator still
+    // sees only the sum of what the sites send.
     return {
       ...base, name: 'WDBC malignancy with record-level DP (demo)',
-      training: { rounds, ...WDBC_DP.training }, privacy: { secureAggregation: false, dp: WDBC_DP.dp },
+      training: { rounds, ...WDBC_DP.training }, privacy: { secureAggregation, dp: WDBC_DP.dp },
     };
   }
   return {
@@ -79,6 +84,7 @@ export function demoManifest(rounds: number, sites: number, loso = false, dp = f
     // Leave-one-site-out trains on every site but one, so each round may then have one site fewer.
     participation: { minSites: loso ? Math.max(2, sites - 1) : sites, roundDeadlineMs: 60_000, waitForSitesMs: 60_000, maxRoundAttempts: 3 },
     evaluation: { holdoutFraction: 0.25, leaveOneSiteOut: loso },
+    privacy: { secureAggregation },
     seed: 42,
   };
 }
@@ -136,9 +142,10 @@ export async function runDemo(o: DemoOptions): Promise<number> {
       children.push(spawnCohort(['site', 'run', '--dir', siteDir], join(dir, `site-${i + 1}.log`)));
       console.log(`site agent: ${name} with ${csv.trim().split('\n').length - 1} patients, enrolled with a one-time token (records stay in ${siteDir})`);
     }
-    const { study } = await api<{ study: { id: string } }>(url, '/api/studies', { method: 'POST', token, body: signedStudyRequest(demoManifest(o.rounds, o.sites, o.loso ?? false, o.dp ?? false), researcher) });
+    const secure = o.secureAggregation ?? true;
+    const { study } = await api<{ study: { id: string } }>(url, '/api/studies', { method: 'POST', token, body: signedStudyRequest(demoManifest(o.rounds, o.sites, o.loso ?? false, o.dp ?? false, secure), researcher) });
     await api(url, `/api/studies/${study.id}/start`, { method: 'POST', token });
-    console.log(`study ${study.id} (manifest signed by ${researcher.name}) started: ${o.rounds} rounds of FedAvg, logistic regression\n`);
+    console.log(`study ${study.id} (manifest signed by ${researcher.name}) started: ${o.rounds} rounds of FedAvg, logistic regression, ${secure ? 'under secure aggregation (SecAgg+)' : 'WITHOUT secure aggregation (--no-secure-aggregation)'}\n`);
     const final = await watchStudy(url, study.id, { watch: true, json: false, token });
     const last = final.rounds.at(-1);
     if (final.study.status !== 'completed' || !last) {
@@ -148,6 +155,12 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     const p = last.pooled;
     const backends = [...new Set(Object.values((last as { backends?: Record<string, string> }).backends ?? {}))];
     if (backends.length) console.log(`\nSites trained on the tfjs ${backends.join(' and ')} backend${backends.length > 1 ? 's' : ''}${backends.includes('tensorflow') ? '' : ' (native TensorFlow did not load here; see README, Training backends)'}.`);
+    const sa = (last as { secureAggregation?: { sites: number; threshold: number; degree: number } }).secureAggregation;
+    if (sa) {
+      console.log(`\nSecure aggregation: on in every round (SecAgg+, ${sa.sites} sites, any ${sa.threshold} of them needed to unmask, ${sa.degree === sa.sites - 1 ? 'complete graph' : `${sa.degree} neighbours each`}). Each site sent only a masked update; the coordinator never held one in the clear, only their weighted sum.`);
+    } else {
+      console.log('\nSecure aggregation: off. The coordinator saw each site\'s update in the clear.');
+    }
     console.log(`\nPooled hold-out (${p.n} patients across ${o.sites} sites, never seen in training):`);
     console.log(`  AUC ${p.auc?.toFixed(3)}   accuracy ${p.accuracy.toFixed(3)}   sensitivity ${p.sensitivity?.toFixed(3)}   specificity ${p.specificity?.toFixed(3)}`);
     if (o.dp) {

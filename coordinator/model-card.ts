@@ -85,7 +85,10 @@ export function buildModelCard(study: StudyRecord, rounds: readonly RoundRecord[
   const lastRecord = rounds.at(-1);
   const epsilon: Record<string, number> = {};
   for (const r of report.rounds) for (const [site, e] of Object.entries(r.epsilon ?? {})) epsilon[site] = Math.max(epsilon[site] ?? 0, e);
-  const { secureAggregation, ...otherPrivacy } = m.privacy as { secureAggregation: boolean } & Record<string, unknown>;
+  const { secureAggregation: sa, ...otherPrivacy } = m.privacy as { secureAggregation: unknown } & Record<string, unknown>;
+  // `true`, `false`, or the object of its parameters: the card says whether it was on and, if set, with what.
+  const secureAggregation = sa !== false;
+  if (sa && typeof sa === 'object') otherPrivacy.secureAggregationSettings = sa;
   const card: ModelCard = {
     format: MODEL_CARD_FORMAT,
     generatedAt: new Date().toISOString(),

@@ -64,6 +64,17 @@ export const ERRORS = {
   COHORT_ERR_POLICY_MODEL_TOO_LARGE: { http: 403, message: 'model has more parameters than site policy allows' },
   COHORT_ERR_POLICY_LAYER_NOT_ALLOWED: { http: 403, message: 'model uses a layer type site policy does not allow' },
   COHORT_ERR_POLICY_UNSIGNED_MANIFEST: { http: 403, message: 'site policy requires signed study manifests' },
+  // secure aggregation (SecAgg+; see docs/privacy.md)
+  COHORT_ERR_SECAGG_BELOW_THRESHOLD: { http: 503, message: 'fewer sites than the secure-aggregation threshold remain; the round aborts and nothing is revealed' },
+  COHORT_ERR_SECAGG_BAD_SIGNATURE: { http: 401, message: 'a key advertisement does not verify with the site identity key' },
+  COHORT_ERR_SECAGG_BAD_KEY: { http: 400, message: 'a key-agreement public key is invalid or of low order' },
+  COHORT_ERR_SECAGG_BAD_SHARE: { http: 400, message: 'an encrypted share does not open, or revealed shares do not rebuild the committed secret' },
+  COHORT_ERR_SECAGG_UNKNOWN_SESSION: { http: 409, message: 'the site holds no secure-aggregation session with that id' },
+  COHORT_ERR_SECAGG_STAGE_ORDER: { http: 409, message: 'secure-aggregation stage out of order or repeated' },
+  COHORT_ERR_SECAGG_OVERFLOW: { http: 400, message: 'secure-aggregation lanes could wrap past 2^32 with these parameters' },
+  COHORT_ERR_SECAGG_CONFIG: { http: 400, message: 'secure-aggregation session parameters are invalid or differ from the manifest' },
+  COHORT_ERR_SECAGG_INCONSISTENT: { http: 409, message: 'unmask request is inconsistent (a site both survived and dropped, or unknown sites)' },
+  COHORT_ERR_SECAGG_DISCONNECTED: { http: 409, message: 'the surviving sites do not form a connected neighbour graph; unmasking would reveal partial sums' },
   // differential privacy (protocol/privacy, site-agent/mods/dp.ts, coordinator/privacy)
   COHORT_ERR_DP_INVALID: { http: 400, message: 'differential privacy settings are invalid for this study' },
   COHORT_ERR_DP_UNSUPPORTED: { http: 501, message: 'this differential privacy mode is not available yet' },

@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { CohortError, isErrorCode, type WireError } from './errors.ts';
 import { LayersTopologySchema } from './model-topology.ts';
+import { SecAggInputSchema, SecAggPeerSchema, SecAggSessionSchema, SecureAggregationManifestSchema } from './secagg-messages.ts';
 
 const id = z.string().min(1).max(128).regex(/^[A-Za-z0-9._:-]+$/, 'letters, digits and . _ : - only');
 const bytes = z.custom<Uint8Array>((v) => v instanceof Uint8Array, 'expected binary data');
@@ -202,11 +203,14 @@ export const StudyManifestSchema = z.object({
     maxRoundAttempts: z.number().int().min(1).max(100).default(3),
   }).default({ minSites: 2, roundDeadlineMs: 120_000, waitForSitesMs: 600_000, maxRoundAttempts: 3 }),
   privacy: z.object({
-    /** Sites' policies may require it; the coordinator then only ever learns the sum of updates. */
-    secureAggregation: z.boolean().default(false),
+    /**
+     * Secure aggregation (SecAgg+), on by default: the coordinator only ever learns the weighted sum of the sites'
+     * updates. `false` turns it off; an object sets its parameters (see secagg-messages.ts, docs/privacy.md).
+     */
+    secureAggregation: SecureAggregationManifestSchema,
     /** Differential privacy; absent means none. */
     dp: DpSettingsSchema.optional(),
-  }).default({ secureAggregation: false }),
+  }).default({ secureAggregation: true }),
   evaluation: z.object({
     holdoutFraction: z.number().min(0.05).max(0.5).default(0.2),
     /**
@@ -301,6 +305,8 @@ export const TrainTaskSchema = z.object({
   proximalMu: z.number().min(0).max(1000).optional(),
   /** Client-level DP: this round's clip for the site's update (it changes under adaptive clipping). */
   dp: z.object({ clip: z.number().positive() }).optional(),
+  /** Present when the manifest has secure aggregation: the site replies with a masked vector (stage 3). */
+  secagg: SecAggInputSchema.optional(),
 });
 export const EvaluateTaskSchema = z.object({
   kind: z.literal('evaluate'),
@@ -309,7 +315,20 @@ export const EvaluateTaskSchema = z.object({
   weights: bytes,
   standardization: StandardizationSchema.optional(),
 });
-export const TaskSchema = z.discriminatedUnion('kind', [DescribeTaskSchema, StatsTaskSchema, TrainTaskSchema, EvaluateTaskSchema]);
+// Secure aggregation stages (the masked input is a `train` task with `secagg`); see docs/protocol.md.
+const sessionId = z.string().regex(/^[0-9a-f]{32}$/);
+export const SecAggAdvertiseTaskSchema = z.object({ kind: z.literal('secagg-advertise'), ...taskBase, session: SecAggSessionSchema });
+export const SecAggShareTaskSchema = z.object({ kind: z.literal('secagg-share'), ...taskBase, sessionId, peers: z.array(SecAggPeerSchema).max(254) });
+export const SecAggUnmaskTaskSchema = z.object({
+  kind: z.literal('secagg-unmask'), ...taskBase, sessionId, survivors: z.array(id).max(10_000), dropped: z.array(id).max(10_000),
+});
+export type SecAggAdvertiseTask = z.infer<typeof SecAggAdvertiseTaskSchema>;
+export type SecAggShareTask = z.infer<typeof SecAggShareTaskSchema>;
+export type SecAggUnmaskTask = z.infer<typeof SecAggUnmaskTaskSchema>;
+
+export const TaskSchema = z.discriminatedUnion('kind', [
+  DescribeTaskSchema, StatsTaskSchema, TrainTaskSchema, EvaluateTaskSchema, SecAggAdvertiseTaskSchema, SecAggShareTaskSchema, SecAggUnmaskTaskSchema,
+]);
 export type DescribeTask = z.infer<typeof DescribeTaskSchema>;
 export type StatsTask = z.infer<typeof StatsTaskSchema>;
 export type TrainTask = z.infer<typeof TrainTaskSchema>;
@@ -364,6 +383,18 @@ export const TrainResultSchema = z.object({
   privacy: TrainPrivacySchema.optional(),
 });
 export type TrainResult = z.infer<typeof TrainResultSchema>;
+
+/**
+ * The reply to a `train` task under secure aggregation (stage 3): the masked lanes (little-endian 32-bit; see
+ * protocol/crypto/quantize.ts), never the update itself, and the site's privacy report when the study uses DP.
+ */
+export const MaskedTrainResultSchema = z.object({
+  masked: bytes,
+  backend: z.string().max(32),
+  durationMs: z.number().min(0),
+  privacy: TrainPrivacySchema.optional(),
+});
+export type MaskedTrainResult = z.infer<typeof MaskedTrainResultSchema>;
 
 export const EvaluateResultSchema = z.object({ counts: EvalCountsSchema });
 export type EvaluateResult = z.infer<typeof EvaluateResultSchema>;

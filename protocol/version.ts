@@ -1,5 +1,5 @@
 /** Wire protocol version (semver). A peer whose major differs is refused at the handshake; see docs/protocol.md. */
-export const PROTOCOL_VERSION = '1.0.0';
+export const PROTOCOL_VERSION = '2.0.0';
 
 export function protocolMajor(version: string): number {
   const major = Number.parseInt(version.split('.')[0] ?? '', 10);

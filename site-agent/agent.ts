@@ -17,7 +17,7 @@ import { CohortError, toWireError, type ErrorCode, type WireError } from '../pro
 import { SITE_NAMESPACE, type AuthAck, type ClientToServerEvents, type HelloAck, type ServerToClientEvents } from '../protocol/events.ts';
 import {
   TaskSchema, challengeMessage, parseMessage, type DescribeResult, type EvaluateResult, type Reply,
-  type StatsResult, type StudyManifest, type Task, type TrainResult,
+  type MaskedTrainResult, type StatsResult, type StudyManifest, type Task, type TrainResult,
 } from '../protocol/messages.ts';
 import { decodeTensors, encodeTensors } from '../protocol/codec.ts';
 import { weightShapes } from '../protocol/models.ts';
@@ -32,6 +32,11 @@ import { selectBackend } from './training/backends.ts';
 import { SiteDp } from './mods/dp.ts';
 import { trainDpSgd } from './training/dp-sgd.ts';
 import { roundCount } from './data/data-source.ts';
+import { SecAggClient, type QuantizedTransform, type SecAggIdentity } from './mods/secagg.ts';
+import {
+  secureAggregationSettings, type SecAggAdvertiseResult, type SecAggShareResult, type SecAggUnmaskResult,
+} from '../protocol/secagg-messages.ts';
+import { flatDelta } from '../protocol/crypto/quantize.ts';
 
 type ClientSocket = Socket<ServerToClientEvents, ClientToServerEvents>;
 
@@ -53,6 +58,11 @@ export interface AgentOptions {
   sourceFor?: (dataset: string, split: SourceOptions) => DataSource;
   /** false: keep no ledger (virtual sites in simulations only). */
   ledger?: boolean;
+  /**
+   * Transform of the quantized update before it is masked (secure aggregation only): the hook for distributed
+   * differential privacy, which adds integer noise here. See site-agent/mods/secagg.ts and docs/privacy.md.
+   */
+  quantizedTransform?: QuantizedTransform;
 }
 
 /** Approximate size on the wire: binary fields at their length, the rest as JSON. */
@@ -81,9 +91,12 @@ export class SiteAgent {
   private readonly ledger: Ledger | undefined;
   /** The site's own privacy accountant and budget (site-agent/mods/dp.ts). */
   readonly dp: SiteDp;
+  /** Per-round secure-aggregation state between the stages (keys, shares), held only in memory. */
+  private readonly secagg: SecAggClient;
 
   constructor(private readonly opts: AgentOptions) {
     this.ready.catch(() => undefined);
+    this.secagg = new SecAggClient({ ...(opts.quantizedTransform ? { transform: opts.quantizedTransform } : {}), warn: (msg, details) => opts.log.warn(details, msg) });
     this.approvals = new Approvals(opts.dir);
     this.ledger = opts.ledger === false ? undefined : new Ledger(join(opts.dir, 'ledger.jsonl'), opts.identity.secretKey);
     this.dp = new SiteDp(opts.ledger === false ? undefined : opts.dir, opts.config.policy);
@@ -231,7 +244,7 @@ export class SiteAgent {
     this.ledger?.append({
       studyId: task.studyId, round: task.round, taskId: task.taskId, kind: task.kind, outcome, bytes: wireBytes(payload),
       manifestHash: task.manifest.hash, ...(code ? { code } : {}),
-      ...(manifest ? { privacy: { secureAggregation: manifest.privacy.secureAggregation, dp: manifest.privacy.dp?.mode ?? 'none', delta: this.opts.config.policy.delta } } : {}),
+      ...(manifest ? { privacy: { ...privacyOf(task, manifest), dp: manifest.privacy.dp?.mode ?? 'none', delta: this.opts.config.policy.delta } } : {}),
       ...(epsilonSpent !== undefined ? { epsilonSpent } : {}),
     });
   }
@@ -272,13 +285,18 @@ export class SiteAgent {
     }
   }
 
-  private async run(task: Task, manifest: StudyManifest): Promise<DescribeResult | StatsResult | TrainResult | EvaluateResult> {
+  private async run(task: Task, manifest: StudyManifest): Promise<DescribeResult | StatsResult | TrainResult | EvaluateResult | MaskedTrainResult | SecAggAdvertiseResult | SecAggShareResult | SecAggUnmaskResult> {
+    if (task.kind === 'secagg-advertise' || task.kind === 'secagg-share' || task.kind === 'secagg-unmask') return this.secureAggregationStage(task, manifest);
     const src = this.source(task.dataset, sourceOptionsFor(task, manifest));
     if (task.kind === 'describe') return { schema: schemaReport(await src.describe()) };
     if (task.kind === 'stats') return statsReply(src, this.opts.config.policy.minCellCount);
     const shapes = weightShapes(task.model);
     const global = decodeTensors(task.weights, { expectShapes: shapes });
     if (task.kind === 'train') {
+      // The approved manifest decides whether an update may leave in the clear; the coordinator cannot change that.
+      const secure = secureAggregationSettings(manifest.privacy.secureAggregation) !== null;
+      if (secure && !task.secagg) throw new CohortError('COHORT_ERR_SITE_TASK_MISMATCH', 'the approved manifest requires secure aggregation; this task asks for a plaintext update');
+      if (!secure && task.secagg) throw new CohortError('COHORT_ERR_SITE_TASK_MISMATCH', 'the approved manifest does not use secure aggregation');
       const started = Date.now();
       const data = await taskData(src, 'train', task, manifest);
       // Differential privacy: the site's budget is checked and charged before any training (refusal: nothing else leaves).
@@ -291,8 +309,17 @@ export class SiteAgent {
         : await train(task.model, global, data, { ...fit, seed: task.seed + task.round, ...(task.proximalMu ? { proximalMu: task.proximalMu } : {}) });
       if (!Number.isFinite(out.trainLoss)) throw new CohortError('COHORT_ERR_SITE_TRAINING_FAILED', 'training diverged (loss is not finite)');
       const released = dp ? this.dp.release(dp, global, out.weights) : undefined;
+      const numExamples = dp?.record ? roundCount(out.numExamples) : out.numExamples;
+      if (task.secagg) {
+        // Only the masked vector leaves: clipped, weighted, quantized delta plus masks (site-agent/mods/secagg.ts).
+        const lanes = this.secagg.trainingLanes(task.secagg.sessionId, flatDelta(released?.weights ?? out.weights, global), out.trainLoss, numExamples);
+        return {
+          masked: this.secagg.mask(task.studyId, task.round, task.secagg, lanes), backend: out.backend, durationMs: Date.now() - started,
+          ...(released ? { privacy: released.privacy } : {}),
+        };
+      }
       return {
-        weights: encodeTensors(released?.weights ?? out.weights), numExamples: dp?.record ? roundCount(out.numExamples) : out.numExamples,
+        weights: encodeTensors(released?.weights ?? out.weights), numExamples,
         trainLoss: out.trainLoss, backend: out.backend, durationMs: Date.now() - started, ...(released ? { privacy: released.privacy } : {}),
       };
     }
@@ -302,4 +329,33 @@ export class SiteAgent {
     const minCellCount = this.opts.config.policy.minCellCount;
     return { counts: { ...await evaluate(task.model, global, holdout, { minCellCount }), minCellCount } };
   }
+
+  /** Stages 1, 2 and 4 of secure aggregation; the site policy's minimum travels with them. */
+  private secureAggregationStage(task: Extract<Task, { kind: 'secagg-advertise' | 'secagg-share' | 'secagg-unmask' }>, manifest: StudyManifest): SecAggAdvertiseResult | SecAggShareResult | SecAggUnmaskResult {
+    const settings = secureAggregationSettings(manifest.privacy.secureAggregation);
+    if (!settings) throw new CohortError('COHORT_ERR_SITE_TASK_MISMATCH', 'the approved manifest does not use secure aggregation');
+    if (!this.siteId) throw new CohortError('COHORT_ERR_SECAGG_CONFIG', 'the site has no id before it authenticates');
+    const id: SecAggIdentity = { siteId: this.siteId, secretKey: this.opts.identity.secretKey, publicKeyB64: publicKeyB64(this.opts.identity) };
+    const terms = { settings, manifestHash: task.manifest.hash, minSitesPerAggregate: this.opts.config.policy.minSitesPerAggregate };
+    switch (task.kind) {
+      case 'secagg-advertise':
+        return this.secagg.advertise(task, id, terms);
+      case 'secagg-share':
+        return this.secagg.share(task, id);
+      case 'secagg-unmask':
+        return this.secagg.unmask(task, terms);
+    }
+  }
+}
+
+/** The privacy settings a ledger entry records: secure aggregation's parameters and session, and whether masked. */
+function privacyOf(task: Task, manifest: StudyManifest): Record<string, unknown> {
+  const s = secureAggregationSettings(manifest.privacy.secureAggregation);
+  const sessionId = task.kind === 'secagg-advertise' ? task.session.sessionId
+    : task.kind === 'secagg-share' || task.kind === 'secagg-unmask' ? task.sessionId
+      : task.kind === 'train' ? task.secagg?.sessionId : undefined;
+  return {
+    secureAggregation: s ? { threshold: s.threshold, clip: s.clip, quantizationBits: s.quantizationBits, neighbours: s.neighbours, ...(sessionId ? { sessionId } : {}) } : false,
+    ...(task.kind === 'train' ? { masked: Boolean(task.secagg) } : {}),
+  };
 }

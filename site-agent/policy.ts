@@ -62,7 +62,8 @@ export function checkTask(policy: Policy, manifest: StudyManifest, task: Task): 
   if (task.seed !== manifest.seed) throw mismatch('seed');
   if (task.holdoutFraction !== manifest.evaluation.holdoutFraction) throw mismatch('hold-out fraction');
   if (task.round > manifest.training.rounds) throw mismatch('round number');
-  if (task.kind === 'describe' || task.kind === 'stats') return;
+  // Secure-aggregation key stages carry no model; their session is checked against the policy in mods/secagg.ts.
+  if (task.kind !== 'train' && task.kind !== 'evaluate') return;
   if (JSON.stringify(task.model.spec) !== JSON.stringify(manifest.model)) throw mismatch('model');
   // Again with the data's shape: dense templates add a Flatten before image input.
   checkLayers(policy, layerTypes(task.model.spec, task.model.inputShape));

@@ -9,8 +9,8 @@
  * validation of every update, and the study's strategy (a fresh instance per fold, from the runner's factory).
  * Each fold is saved on the study as it finishes, so a coordinator restarted mid-way resumes at the next fold.
  *
- * LOSO trains with plain aggregation of updates, so a study with secure aggregation cannot ask for it yet (it is
- * refused when the study is created, see `losoUnsupportedReason`), rather than silently exposing single updates.
+ * Under secure aggregation each fold's rounds run through the same secure sum as the study's own rounds
+ * (coordinator/secure-aggregation/secure-train.ts), so the coordinator never sees a single update here either.
  */
 import { randomUUID } from 'node:crypto';
 import { decodeTensors, encodeTensors, type Tensor } from '../../protocol/codec.ts';
@@ -21,6 +21,14 @@ import type { SiteFailure, StudyRecord } from '../store/store.ts';
 import { weightedMean, type FitResult, type Strategy } from '../strategies/strategy.ts';
 import type { OnlineSite } from '../transport/transport.ts';
 import type { RunnerDeps } from './study-runner.ts';
+import { secureAggregationSettings } from '../../protocol/secagg-messages.ts';
+import { defaultMaxWeight, dropAsFailure, secureTrain } from '../secure-aggregation/secure-train.ts';
+import type { SecureSumDrop } from '../secure-aggregation/secure-sum.ts';
+
+/** Codes that fail one secure round attempt of a fold (retried) rather than the run. */
+const SECURE_ATTEMPT_FAILURES: ReadonlySet<string> = new Set([
+  'COHORT_ERR_SECAGG_BELOW_THRESHOLD', 'COHORT_ERR_SECAGG_DISCONNECTED', 'COHORT_ERR_SECAGG_BAD_SHARE', 'COHORT_ERR_ROUND_TOO_FEW_RESULTS',
+]);
 
 export interface LosoFold {
   /** The site left out of training and scored. */
@@ -46,11 +54,8 @@ export interface LosoResult {
   completedAt?: string;
 }
 
-/** Why a manifest cannot use leave-one-site-out, or undefined when it can. */
-export function losoUnsupportedReason(manifest: StudyManifest): string | undefined {
-  if (manifest.evaluation.leaveOneSiteOut && manifest.privacy.secureAggregation) {
-    return 'leave-one-site-out evaluation is not available with secure aggregation yet';
-  }
+/** Why a manifest cannot use leave-one-site-out, or undefined when it can (every combination runs today). */
+export function losoUnsupportedReason(_manifest: StudyManifest): string | undefined {
   return undefined;
 }
 
@@ -148,6 +153,8 @@ async function runFold(deps: RunnerDeps, study: StudyRecord, heldOut: string, ot
       throw new FoldFailed({ code: 'COHORT_ERR_STUDY_NOT_ENOUGH_SITES', message: `leaving out ${heldOut} leaves ${others.length} sites; the study needs ${p.minSites}` });
     }
     const strategy = makeStrategy(); // fresh per fold: a stateful strategy starts over with its model
+    const secagg = secureAggregationSettings(study.manifest.privacy.secureAggregation);
+    const keys = new Map(deps.store.listSites().map((x) => [x.id, x.publicKey]));
     let global: Tensor[] = await checkpoints.load(study.id, 0);
     const shapes = global.map((x) => x.shape);
     for (let round = 1; round <= t.rounds; round++) {
@@ -156,6 +163,32 @@ async function runFold(deps: RunnerDeps, study: StudyRecord, heldOut: string, ot
         const sites = await onlineAmong(deps, study, others, p.minSites, check);
         emit(`round ${round}/${t.rounds}, training on ${sites.length} sites`);
         const globalBytes = encodeTensors(global);
+        if (secagg) {
+          // The fold's round under secure aggregation: only the weighted mean of its sites' updates is ever seen.
+          try {
+            const res = await secureTrain({
+              transport, log, sites: sites.flatMap((x) => (keys.has(x.id) ? [{ id: x.id, name: x.name, identityKey: keys.get(x.id)! }] : [])),
+              settings: secagg, global, maxWeight: secagg.maxWeight ?? defaultMaxWeight(Object.values(study.schemas ?? {}).map((x) => x.examplesRounded)),
+              minSurvivors: p.minSites, base: () => baseTask(study, round), deadlineMs: p.roundDeadlineMs,
+              train: {
+                model, weights: globalBytes, localEpochs: t.localEpochs, batchSize: t.batchSize, optimizer: t.optimizer, learningRate: t.learningRate,
+                participants: sites.length, ...scaling(study), ...strategy.trainConfig?.(),
+              },
+            });
+            failures.push(...res.dropped.map(dropAsFailure));
+            check();
+            global = strategy.aggregate(global, { kind: 'mean', mean: res.mean, totalWeight: res.totalWeight, sites: res.survivors }, round);
+            for (const x of res.survivors) trainedOn.add(x);
+            trained = round;
+            break;
+          } catch (err) {
+            if (!(err instanceof CohortError) || !SECURE_ATTEMPT_FAILURES.has(err.code)) throw err;
+            failures.push(...((err.details?.dropped ?? []) as SecureSumDrop[]).map(dropAsFailure));
+            log.warn({ studyId: study.id, heldOut, round, attempt, code: err.code }, 'leave-one-site-out secure round attempt failed');
+            if (attempt >= p.maxRoundAttempts) throw new FoldFailed(err.toWire());
+            continue;
+          }
+        }
         const results: FitResult[] = [];
         await Promise.all(sites.map(async (site) => {
           try {

@@ -11,7 +11,7 @@ import { decodeTensors, encodeTensors, type Tensor } from '../../protocol/codec.
 import { CohortError, type WireError } from '../../protocol/errors.ts';
 import {
   DescribeResultSchema, EvaluateResultSchema, StatsResultSchema, TrainResultSchema, parseReply,
-  type EvalCounts, type ResolvedModel, type SchemaReport, type Standardization, type Task,
+  type EvalCounts, type ResolvedModel, type SchemaReport, type Standardization, type Task, type TrainPrivacy,
 } from '../../protocol/messages.ts';
 import { standardizationFromSums, sumVectors } from '../../protocol/standardization.ts';
 import { checkSchema, describeMismatches } from './schema-contract.ts';
@@ -21,7 +21,11 @@ import type { StudyEvent } from '../../protocol/events.ts';
 import type { Checkpoints } from '../checkpoints.ts';
 import type { RoundRecord, SiteFailure, Store, StudyRecord } from '../store/store.ts';
 import { strategyFor } from '../strategies/registry.ts';
-import { weightedMean, type FitResult } from '../strategies/strategy.ts';
+import { weightedMean, type AggregateInput, type FitResult, type Strategy } from '../strategies/strategy.ts';
+import { defaultMaxWeight, dropAsFailure, secureTrain } from '../secure-aggregation/secure-train.ts';
+import type { SecureSumDrop } from '../secure-aggregation/secure-sum.ts';
+import { checkSecureAggregationStudy } from '../secure-aggregation/study-check.ts';
+import { secureAggregationSettings, type SecureAggregationSettings } from '../../protocol/secagg-messages.ts';
 import type { OnlineSite, Transport } from '../transport/transport.ts';
 import type { z } from 'zod';
 import { manifestHash } from '../../protocol/signing.ts';
@@ -37,6 +41,28 @@ export interface RunnerDeps {
 }
 
 class Stopped extends Error {}
+
+/** What a round's training stage hands on, whether it ran in the clear or under secure aggregation. */
+interface Trained {
+  input: AggregateInput;
+  participants: string[];
+  failures: SiteFailure[];
+  numExamples: number;
+  trainLoss: number;
+  backends: Record<string, string>;
+  /** Task id of each participant's training task (its ledger has the same id). */
+  taskIds: Record<string, string>;
+  /** Each participant's differential-privacy report (its spend), when the study uses DP. */
+  reports: Map<string, TrainPrivacy | undefined>;
+  /** The individual updates: plain training only (client-level DP and robust strategies need them). */
+  results?: FitResult[];
+  secureAggregation?: NonNullable<RoundRecord['secureAggregation']>;
+}
+
+/** Codes that fail one round attempt (retried up to `maxRoundAttempts`) rather than the whole study. */
+const ATTEMPT_FAILURES: ReadonlySet<string> = new Set([
+  'COHORT_ERR_SECAGG_BELOW_THRESHOLD', 'COHORT_ERR_SECAGG_DISCONNECTED', 'COHORT_ERR_SECAGG_BAD_SHARE', 'COHORT_ERR_ROUND_TOO_FEW_RESULTS',
+]);
 
 export class StudyRunner {
   private readonly active = new Map<string, { stop: boolean; done: Promise<void> }>();
@@ -277,6 +303,7 @@ export class StudyRunner {
     const p = study.manifest.participation;
     const model = study.model!;
     const strategy = strategyFor(study.manifest.strategy);
+    const secagg = secureAggregationSettings(study.manifest.privacy.secureAggregation);
     const global = await checkpoints.load(study.id, round - 1);
     // Server state (momentum, Adam moments) resumes from the checkpoint of the previous round.
     strategy.restore?.(await checkpoints.loadState(study.id, round - 1));
@@ -303,55 +330,43 @@ export class StudyRunner {
         this.emit({ type: 'study', studyId: study.id, status: dpStop.code === 'COHORT_ERR_STUDY_EPSILON_TARGET' ? 'stopped' : 'failed', message: `${dpStop.code}: ${dpStop.message}` });
         throw new Stopped();
       }
-      this.emit({ type: 'round', studyId: study.id, round, status: 'training', message: `${sites.length} sites` });
-      const t = study.manifest.training;
-      const train = await this.fanOut(sites, () => ({
-        kind: 'train', ...this.baseTask(study, round), model, weights: globalBytes,
-        localEpochs: t.localEpochs, batchSize: t.batchSize, optimizer: t.optimizer, learningRate: t.learningRate, participants: sites.length,
-        ...this.scaling(study),
-        ...strategy.trainConfig?.(),
-        ...this.dp.trainFields(study, round, priorRounds),
-      }), TrainResultSchema, p.roundDeadlineMs, 'train');
-      check();
-      study = await this.recordRefusals(study, train.failures);
-      const dpStudy = this.dp.studyPrivacy(study, priorRounds, train.failures);
-      if (dpStudy) study = await store.updateStudy(study.id, { privacy: dpStudy });
-      // Validate every update at the edge: a frame of the wrong shape, oversized, or with NaN is refused alone.
-      const results: FitResult[] = [];
-      const failures = [...train.failures];
-      const backends: Record<string, string> = {};
-      let lossSum = 0;
-      for (const [site, r] of train.ok) {
-        try {
-          const weights = decodeTensors(r.weights, { expectShapes: shapes, maxBytes, requireFinite: true });
-          if (!Number.isFinite(r.trainLoss)) throw new CohortError('COHORT_ERR_TENSOR_NONFINITE', 'training loss is not finite');
-          results.push({ site, weights, numExamples: r.numExamples });
-          backends[site] = r.backend;
-          lossSum += r.trainLoss * r.numExamples;
-        } catch (err) {
-          const e = err instanceof CohortError ? err : new CohortError('COHORT_ERR_TENSOR_MALFORMED');
-          failures.push({ site, code: e.code, message: e.message, stage: 'train' });
-          log.warn({ studyId: study.id, round, site, code: e.code, reason: e.message }, 'site update refused');
-        }
+      this.emit({ type: 'round', studyId: study.id, round, status: 'training', message: `${sites.length} sites${secagg ? ', secure aggregation' : ''}` });
+      let trained: Trained;
+      try {
+        trained = secagg
+          ? await this.trainSecure(study, round, sites, global, globalBytes, secagg, strategy, priorRounds)
+          : await this.trainPlain(study, round, sites, globalBytes, shapes, maxBytes, strategy, priorRounds);
+      } catch (err) {
+        // A secure-aggregation attempt that cannot finish reveals nothing and stores nothing; the round is retried.
+        if (!(err instanceof CohortError) || !ATTEMPT_FAILURES.has(err.code)) throw err;
+        check();
+        study = await this.recordRefusals(study, ((err.details?.dropped ?? []) as SecureSumDrop[]).map(dropAsFailure));
+        log.warn({ studyId: study.id, round, attempt, code: err.code, reason: err.message }, 'round attempt aborted');
+        this.emit({ type: 'round', studyId: study.id, round, status: 'retry', message: `${err.code}: ${err.message}` });
+        if (attempt >= p.maxRoundAttempts) throw err;
+        continue;
       }
-      if (results.length < p.minSites) {
-        log.warn({ studyId: study.id, round, attempt, results: results.length, code: 'COHORT_ERR_ROUND_TOO_FEW_RESULTS' }, 'round attempt failed');
-        this.emit({ type: 'round', studyId: study.id, round, status: 'retry', message: `only ${results.length} valid updates` });
+      check();
+      study = await this.recordRefusals(study, trained.failures);
+      const dpStudy = this.dp.studyPrivacy(study, priorRounds, trained.failures);
+      if (dpStudy) study = await store.updateStudy(study.id, { privacy: dpStudy });
+      const failures = trained.failures;
+      if (trained.participants.length < p.minSites) {
+        log.warn({ studyId: study.id, round, attempt, results: trained.participants.length, code: 'COHORT_ERR_ROUND_TOO_FEW_RESULTS' }, 'round attempt failed');
+        this.emit({ type: 'round', studyId: study.id, round, status: 'retry', message: `only ${trained.participants.length} valid updates` });
         if (attempt >= p.maxRoundAttempts) {
-          throw new CohortError('COHORT_ERR_ROUND_TOO_FEW_RESULTS', `round ${round}: ${results.length} valid updates, ${p.minSites} needed`, { failures });
+          throw new CohortError('COHORT_ERR_ROUND_TOO_FEW_RESULTS', `round ${round}: ${trained.participants.length} valid updates, ${p.minSites} needed`, { failures });
         }
         continue;
       }
-      const dpReports = new Map(results.map((r) => [r.site, train.ok.get(r.site)?.privacy]));
-      const dpAggregate = this.dp.aggregate(study, round, priorRounds, global, results, dpReports);
-      const next: Tensor[] = strategy.aggregate(global, dpAggregate?.input ?? (strategy.requires === 'sum'
-        ? { kind: 'mean', ...weightedMean(results), sites: results.map((r) => r.site) }
-        : { kind: 'individual', results }), round);
-      const dpRound = this.dp.roundPrivacy(study, round, dpReports, dpAggregate?.client);
-      const numExamples = results.reduce((n, r) => n + r.numExamples, 0);
+      // Client-level DP needs each update (it clips and noises them here); it only runs without secure aggregation.
+      const dpAggregate = trained.results ? this.dp.aggregate(study, round, priorRounds, global, trained.results, trained.reports) : undefined;
+      const next: Tensor[] = strategy.aggregate(global, dpAggregate?.input ?? trained.input, round);
+      const dpRound = this.dp.roundPrivacy(study, round, trained.reports, dpAggregate?.client);
+      const numExamples = trained.numExamples;
       this.emit({ type: 'round', studyId: study.id, round, status: 'evaluating' });
       const nextBytes = encodeTensors(next);
-      const evalSites = sites.filter((s) => results.some((r) => r.site === s.name));
+      const evalSites = sites.filter((s) => trained.participants.includes(s.name));
       const ev = await this.fanOut(evalSites, () => ({ kind: 'evaluate', ...this.baseTask(study, round), model, weights: nextBytes, ...this.scaling(study) }), EvaluateResultSchema, p.roundDeadlineMs, 'evaluate');
       check();
       const perSite: Record<string, Metrics> = {};
@@ -365,10 +380,11 @@ export class StudyRunner {
       const pooledCounts = poolCounts(counts);
       const completedAt = new Date();
       const record: RoundRecord = {
-        studyId: study.id, round, participants: results.map((r) => r.site), failures: [...failures, ...ev.failures],
-        numExamples, trainLoss: lossSum / numExamples, pooled: metricsFromCounts(pooledCounts), pooledCounts, perSite, perSiteCounts,
-        backends, ...(dpRound ? { privacy: dpRound } : {}),
-        tasks: Object.fromEntries(results.map((r) => [r.site, { train: train.taskIds[r.site]!, ...(ev.taskIds[r.site] ? { evaluate: ev.taskIds[r.site]! } : {}) }])),
+        studyId: study.id, round, participants: trained.participants, failures: [...failures, ...ev.failures],
+        numExamples, trainLoss: trained.trainLoss, pooled: metricsFromCounts(pooledCounts), pooledCounts, perSite, perSiteCounts,
+        backends: trained.backends, ...(dpRound ? { privacy: dpRound } : {}),
+        tasks: Object.fromEntries(trained.participants.map((site) => [site, { train: trained.taskIds[site]!, ...(ev.taskIds[site] ? { evaluate: ev.taskIds[site]! } : {}) }])),
+        ...(trained.secureAggregation ? { secureAggregation: trained.secureAggregation } : {}),
         attempts: attempt, startedAt: startedAt.toISOString(), completedAt: completedAt.toISOString(),
         durationMs: completedAt.getTime() - startedAt.getTime(),
       };
@@ -382,6 +398,81 @@ export class StudyRunner {
       this.emit({ type: 'round', studyId: study.id, round, status: 'completed' });
       return;
     }
+  }
+
+  /** Plain training: every site's model comes back in the clear and is validated at the edge. */
+  private async trainPlain(study: StudyRecord, round: number, sites: readonly OnlineSite[], globalBytes: Uint8Array, shapes: number[][], maxBytes: number, strategy: Strategy, priorRounds: readonly RoundRecord[]): Promise<Trained> {
+    const { log } = this.deps;
+    const p = study.manifest.participation;
+    const t = study.manifest.training;
+    const model = study.model!;
+    const train = await this.fanOut(sites, () => ({
+      kind: 'train', ...this.baseTask(study, round), model, weights: globalBytes,
+      localEpochs: t.localEpochs, batchSize: t.batchSize, optimizer: t.optimizer, learningRate: t.learningRate, participants: sites.length,
+      ...this.scaling(study),
+      ...strategy.trainConfig?.(),
+      ...this.dp.trainFields(study, round, priorRounds),
+    }), TrainResultSchema, p.roundDeadlineMs, 'train');
+    // Validate every update at the edge: a frame of the wrong shape, oversized, or with NaN is refused alone.
+    const results: FitResult[] = [];
+    const failures = [...train.failures];
+    const backends: Record<string, string> = {};
+    let lossSum = 0;
+    for (const [site, r] of train.ok) {
+      try {
+        const weights = decodeTensors(r.weights, { expectShapes: shapes, maxBytes, requireFinite: true });
+        if (!Number.isFinite(r.trainLoss)) throw new CohortError('COHORT_ERR_TENSOR_NONFINITE', 'training loss is not finite');
+        results.push({ site, weights, numExamples: r.numExamples });
+        backends[site] = r.backend;
+        lossSum += r.trainLoss * r.numExamples;
+      } catch (err) {
+        const e = err instanceof CohortError ? err : new CohortError('COHORT_ERR_TENSOR_MALFORMED');
+        failures.push({ site, code: e.code, message: e.message, stage: 'train' });
+        log.warn({ studyId: study.id, round, site, code: e.code, reason: e.message }, 'site update refused');
+      }
+    }
+    const numExamples = results.reduce((n, r) => n + r.numExamples, 0);
+    return {
+      input: results.length === 0 ? { kind: 'individual', results } : strategy.requires === 'sum'
+        ? { kind: 'mean', ...weightedMean(results), sites: results.map((r) => r.site) }
+        : { kind: 'individual', results },
+      participants: results.map((r) => r.site), failures, numExamples, trainLoss: numExamples > 0 ? lossSum / numExamples : NaN, backends,
+      taskIds: train.taskIds, reports: new Map(results.map((r) => [r.site, train.ok.get(r.site)?.privacy])), results,
+    };
+  }
+
+  /**
+   * Training under secure aggregation (SecAgg+): the coordinator only ever holds masked vectors and their sum,
+   * and hands the strategy the example-weighted mean (coordinator/secure-aggregation/).
+   */
+  private async trainSecure(study: StudyRecord, round: number, sites: readonly OnlineSite[], global: Tensor[], globalBytes: Uint8Array, settings: SecureAggregationSettings, strategy: Strategy, priorRounds: readonly RoundRecord[]): Promise<Trained> {
+    // Refused at study creation already (coordinator/secure-aggregation/study-check.ts); checked again here.
+    checkSecureAggregationStudy(study.manifest);
+    if (strategy.requires !== 'sum') {
+      throw new CohortError('COHORT_ERR_STUDY_STRATEGY_NEEDS_INDIVIDUAL', `strategy ${strategy.name} needs individual updates; secure aggregation reveals only their sum`);
+    }
+    const p = study.manifest.participation;
+    const t = study.manifest.training;
+    const keys = new Map(this.deps.store.listSites().map((s) => [s.id, s.publicKey]));
+    const members = sites.flatMap((s) => (keys.has(s.id) ? [{ id: s.id, name: s.name, identityKey: keys.get(s.id)! }] : []));
+    const maxWeight = settings.maxWeight ?? defaultMaxWeight(Object.values(study.schemas ?? {}).map((s) => s.examplesRounded));
+    const res = await secureTrain({
+      transport: this.deps.transport, log: this.deps.log, sites: members, settings, global, maxWeight, minSurvivors: p.minSites,
+      base: () => this.baseTask(study, round), deadlineMs: p.roundDeadlineMs,
+      train: {
+        model: study.model!, weights: globalBytes, localEpochs: t.localEpochs, batchSize: t.batchSize, optimizer: t.optimizer,
+        learningRate: t.learningRate, participants: members.length, ...this.scaling(study), ...strategy.trainConfig?.(), ...this.dp.trainFields(study, round, priorRounds),
+      },
+    });
+    return {
+      input: { kind: 'mean', mean: res.mean, totalWeight: res.totalWeight, sites: res.survivors },
+      participants: res.survivors,
+      failures: res.dropped.map(dropAsFailure),
+      numExamples: res.totalWeight, trainLoss: res.meanLoss, backends: res.backends,
+      taskIds: Object.fromEntries(res.survivors.map((site) => [site, res.taskIds[site]?.['masked-input'] ?? ''])),
+      reports: res.reports,
+      secureAggregation: { ...res.session, survivors: res.survivors.length, dropped: res.dropped.length, maxWeight },
+    };
   }
 
   /** A site that came online after the schema check is described before it may join a round. */

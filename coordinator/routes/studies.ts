@@ -17,6 +17,7 @@ import { losoUnsupportedReason } from '../rounds/leave-one-site-out.ts';
 import { buildModelCard } from '../model-card.ts';
 import { jsonSafe, studyMetrics } from '../study-metrics.ts';
 import { jsonSchema, routeOptions, type AuthHooks } from './openapi.ts';
+import { checkSecureAggregationStudy } from '../secure-aggregation/study-check.ts';
 
 interface Deps {
   store: Store;
@@ -94,6 +95,7 @@ export function registerStudyRoutes(app: FastifyInstance, { store, runner, check
     const manifestRaw = wrapped.manifest;
     const manifest = parseMessage(StudyManifestSchema, manifestRaw, 'study manifest');
     checkStudyStrategy(manifest);
+    checkSecureAggregationStudy(manifest);
     const unsupported = losoUnsupportedReason(manifest);
     if (unsupported) throw new CohortError('COHORT_ERR_STUDY_INVALID_MANIFEST', unsupported);
     let signed: { signature: string; researcherPublicKey: string } | undefined;

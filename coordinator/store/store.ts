@@ -48,7 +48,7 @@ export interface SiteFailure {
   site: string;
   code: string;
   message: string;
-  stage: 'train' | 'evaluate' | 'describe' | 'stats';
+  stage: 'train' | 'evaluate' | 'describe' | 'stats' | 'secagg-advertise' | 'secagg-share' | 'secagg-unmask';
   details?: Record<string, unknown>;
 }
 
@@ -69,6 +69,8 @@ export interface RoundRecord {
   perSiteCounts?: Record<string, EvalCounts>;
   /** Which tfjs backend each site trained on (tensorflow, wasm or cpu). */
   backends?: Record<string, string>;
+  /** Set when the round ran under secure aggregation: the session's shape and how many sites it kept. */
+  secureAggregation?: { sessionId: string; sites: number; threshold: number; degree: number; survivors: number; dropped: number; maxWeight: number };
   /** Task ids per participating site; they match the `taskId` in each site's ledger. */
   tasks?: Record<string, { train: string; evaluate?: string }>;
   /** Differential privacy: what this round spent, per site and (client modes) at the coordinator. */

@@ -7,6 +7,8 @@ import type { Coordinator } from '../../coordinator/app.ts';
 import type { Task } from '../../protocol/messages.ts';
 
 const schema = { kind: 'csv', label: 'malignant', classes: ['0', '1'], inputShape: [30], examplesRounded: 200 };
+/** These tests check how plaintext updates are validated at the edge, so they turn secure aggregation off. */
+const PLAIN = { secureAggregation: false };
 
 /** Replies like a real site to describe, stats and evaluate, but sends `bad` as its trained weights. */
 function rogueHandler(bad: (t: Extract<Task, { kind: 'train' }>) => unknown) {
@@ -52,7 +54,7 @@ describe('bad updates from a site', () => {
       sites = await startSites(c.url, 2);
       rogue = await connectRogue(c.url, 'Rogue', rogueHandler(bad));
       expect((await rogue.authenticate()).ok).toBe(true);
-      const res = await runStudy(c.url, wdbcManifest({ training: { rounds: 1, localEpochs: 1, batchSize: 32, optimizer: 'adam', learningRate: 0.05 } }));
+      const res = await runStudy(c.url, wdbcManifest({ training: { rounds: 1, localEpochs: 1, batchSize: 32, optimizer: 'adam', learningRate: 0.05 }, privacy: PLAIN }));
       expect(res.study.status).toBe('completed');
       const round = res.rounds[0]!;
       expect(round.participants.sort()).toEqual(['Site 1', 'Site 2']);
@@ -71,7 +73,7 @@ describe('bad updates from a site', () => {
     sites = await startSites(c.url, 1);
     rogue = await connectRogue(c.url, 'Rogue', rogueHandler(cases[0]![2]));
     expect((await rogue.authenticate()).ok).toBe(true);
-    const res = await runStudy(c.url, wdbcManifest({ participation: { minSites: 2, roundDeadlineMs: 10_000, waitForSitesMs: 5_000, maxRoundAttempts: 2 } }));
+    const res = await runStudy(c.url, wdbcManifest({ participation: { minSites: 2, roundDeadlineMs: 10_000, waitForSitesMs: 5_000, maxRoundAttempts: 2 }, privacy: PLAIN }));
     expect(res.study.status).toBe('failed');
     expect(res.study.error?.code, JSON.stringify(res.study)).toBe('COHORT_ERR_ROUND_TOO_FEW_RESULTS');
     expect(res.study.error?.code).toBe('COHORT_ERR_ROUND_TOO_FEW_RESULTS');

@@ -29,6 +29,8 @@ describe('the cohort CLI', () => {
     expect(Number(m![1])).toBeGreaterThanOrEqual(0.99);
     expect(Number(m![2])).toBeGreaterThanOrEqual(0.96);
     expect(stdout).toMatch(/API: http:\/\/127\.0\.0\.1:\d+\/api\/studies\//);
+    expect(stdout).toContain('under secure aggregation (SecAgg+)');
+    expect(stdout).toMatch(/Secure aggregation: on in every round \(SecAgg\+, 3 sites, any 2 of them needed to unmask, complete graph\)/);
   }, 180_000);
 
   it('should init a site with a 0600 key and refuse to init over it', async () => {

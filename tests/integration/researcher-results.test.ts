@@ -17,17 +17,18 @@ import { manifestHash } from '../../protocol/signing.ts';
 import { loadSiteConfig, resolveIn } from '../../site-agent/config.ts';
 import { CsvSource } from '../../site-agent/data/csv-source.ts';
 import { standardize } from '../../site-agent/data/standardize.ts';
-import { adminTokenFor, createStudy, json, runStudy, startCoordinator, startSites, tempDir, waitFor, waitForEnd, wdbcManifest, type TestSite } from '../helpers/cluster.ts';
+import { adminTokenFor, createStudy, json, runStudy, startCoordinator, startSites, tempDir, waitFor, waitForEnd, wdbcManifest, type CapturedLog, type TestSite } from '../helpers/cluster.ts';
 
 describe('researcher results', () => {
   let coordinator: Coordinator;
   let url: string;
   let sites: TestSite[];
   let studyId: string;
+  let log: CapturedLog;
   const rounds = 2;
 
   beforeAll(async () => {
-    ({ coordinator, url } = await startCoordinator());
+    ({ coordinator, url, log } = await startCoordinator());
     sites = await startSites(url, 3);
     const manifest = wdbcManifest({ name: 'loso test', evaluation: { holdoutFraction: 0.25, leaveOneSiteOut: true } });
     manifest.training = { ...manifest.training, rounds };
@@ -76,9 +77,12 @@ describe('researcher results', () => {
     expect(audit.map((a) => a.site)).toEqual(['Site 1', 'Site 2', 'Site 3']);
   });
 
-  it('should refuse leave-one-site-out with secure aggregation at creation', async () => {
-    const r = await json<{ error: { code: string } }>(url, '/api/studies', { method: 'POST', body: wdbcManifest({ privacy: { secureAggregation: true }, evaluation: { holdoutFraction: 0.25, leaveOneSiteOut: true } }) });
-    expect([r.status, r.body.error.code]).toEqual([400, 'COHORT_ERR_STUDY_INVALID_MANIFEST']);
+  it('should run leave-one-site-out under secure aggregation: every fold round was a secure sum', async () => {
+    // This study runs with secure aggregation (the default): folds train through the same secure sum.
+    const study = coordinator.store.mustGetStudy(studyId);
+    expect(study.manifest.privacy.secureAggregation).toBe(true);
+    expect(study.loso!.folds.every((f) => f.status === 'completed')).toBe(true);
+    expect(log.lines.filter((l) => l.msg === 'secure aggregation: sum unmasked').length).toBeGreaterThanOrEqual(rounds * 4);
   });
 
   it('should download a model that loads and predicts, with a card whose numbers are the study record\'s', async () => {
@@ -105,7 +109,7 @@ describe('researcher results', () => {
     for (const [site, m] of Object.entries(last.perSite)) expect(card.evaluation.final!.perSite[site]!.auc!.value).toBeCloseTo(m.auc!, 12);
     card.evaluation.perRound.forEach((r, i) => expect(r.auc).toBeCloseTo(records[i]!.pooled.auc!, 12));
     expect(card.evaluation.leaveOneSiteOut!.folds).toHaveLength(3);
-    expect(card.privacy).toEqual({ secureAggregation: false, settings: {} });
+    expect(card.privacy).toEqual({ secureAggregation: true, settings: {} });
     expect(card.dates.firstRoundStarted).toBe(records[0]!.startedAt);
     expect(card.cohortVersion).toMatch(/^\d+\.\d+\.\d+/);
     const md = readFileSync(join(out, 'MODEL_CARD.md'), 'utf8');

@@ -131,7 +131,7 @@ describe('site governance', () => {
 
   it('should refuse a policy breach with its code, and the researcher sees it', async () => {
     const c = await cluster([{ maxLocalEpochs: 1 }, { requireSecureAggregation: true }]);
-    const id = await createStudy(c.url, short({ training: { rounds: 2, localEpochs: 3, batchSize: 32, optimizer: 'adam', learningRate: 0.05 } }));
+    const id = await createStudy(c.url, short({ training: { rounds: 2, localEpochs: 3, batchSize: 32, optimizer: 'adam', learningRate: 0.05 }, privacy: { secureAggregation: false } }));
     await json(c.url, `/api/studies/${id}/start`, { method: 'POST' });
     const res = await waitForEnd(c.url, id, 30_000);
     expect(res.study.status).toBe('failed');
@@ -154,13 +154,18 @@ describe('site governance', () => {
     const s = sites[0]!;
     const file = join(s.dir, 'ledger.jsonl');
     const entries = readLedger(file);
+    // Secure aggregation is on by default: every stage's reply is in the ledger, and the update left masked.
+    const round = ['secagg-advertise', 'secagg-share', 'train', 'secagg-unmask', 'evaluate'];
     // describe, then the federated-standardization sums, then two rounds.
-    expect(entries.map((e) => e.kind)).toEqual(['describe', 'stats', 'train', 'evaluate', 'train', 'evaluate']);
-    expect(entries.find((e) => e.kind === 'train')!.bytes).toBeGreaterThan(31 * 4);
+    expect(entries.map((e) => e.kind)).toEqual(['describe', 'stats', ...round, ...round]);
+    const trainEntry = entries.find((e) => e.kind === 'train')!;
+    expect(trainEntry.bytes).toBeGreaterThan(31 * 4);
+    expect(trainEntry.privacy).toMatchObject({ masked: true, secureAggregation: { threshold: 0.6, clip: 8, quantizationBits: 22 } });
+    expect(entries.filter((e) => e.kind.startsWith('secagg-')).every((e) => e.outcome === 'sent' && e.bytes > 0)).toBe(true);
     // The coordinator's audit names the same task ids.
     const audit = await json<{ audit: { action: string; round?: number; details?: { tasks?: Record<string, { train: string; evaluate?: string }> } }[] }>(c.url, `/api/audit?studyId=${id}`);
     const round1 = audit.body.audit.find((a) => a.action === 'round.completed' && a.round === 1)!;
-    expect(round1.details!.tasks!['Site 1']!.train).toBe(entries.find((e) => e.kind === 'train')!.taskId);
+    expect(round1.details!.tasks!['Site 1']!.train).toBe(trainEntry.taskId);
     const pub = loadIdentity(join(s.dir, 'keys', 'identity.json')).publicKey;
     expect(verifyLedger(file, pub).ok).toBe(true);
     const lines = readFileSync(file, 'utf8').trim().split('\n');

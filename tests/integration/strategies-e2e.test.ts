@@ -28,8 +28,13 @@ describe('aggregation strategies over real sockets', () => {
     expect(res.status).toBe(400);
     expect(res.body.error.code).toBe('COHORT_ERR_STUDY_STRATEGY_NEEDS_INDIVIDUAL');
     expect(res.body.error.message).toContain('secure aggregation');
+    // Secure aggregation is on by default: a manifest that does not mention it is refused the same way.
+    const byDefault = await json<{ error: { code: string } }>(url, '/api/studies', {
+      method: 'POST', body: signedStudyRequest(wdbcManifest({ strategy: { name: 'fedmedian' } }), RESEARCHER),
+    });
+    expect(byDefault.body.error.code).toBe('COHORT_ERR_STUDY_STRATEGY_NEEDS_INDIVIDUAL');
     const krum = await json<{ error: { code: string } }>(url, '/api/studies', {
-      method: 'POST', body: signedStudyRequest(wdbcManifest({ strategy: { name: 'krum', byzantine: 1 }, participation }), RESEARCHER),
+      method: 'POST', body: signedStudyRequest(wdbcManifest({ strategy: { name: 'krum', byzantine: 1 }, participation, privacy: { secureAggregation: false } }), RESEARCHER),
     });
     expect(krum.status).toBe(400);
     expect(krum.body.error.code).toBe('COHORT_ERR_STUDY_STRATEGY_INVALID');
@@ -37,7 +42,7 @@ describe('aggregation strategies over real sockets', () => {
   });
 
   it('should train WDBC across 3 sites with the coordinate-wise median when secure aggregation is off', async () => {
-    const res = await runStudy(url, wdbcManifest({ strategy: { name: 'fedmedian' }, training, participation }));
+    const res = await runStudy(url, wdbcManifest({ strategy: { name: 'fedmedian' }, training, participation, privacy: { secureAggregation: false } }));
     expect(res.study.status).toBe('completed');
     expect(res.rounds.map((r) => r.participants.length)).toEqual([3, 3, 3]);
     expect(res.rounds.at(-1)!.pooled.auc).toBeGreaterThanOrEqual(0.97);

@@ -36,8 +36,10 @@ describe('message schemas', () => {
   });
 
   it('should accept the same protocol major only', () => {
-    expect(isCompatibleProtocol('1.7.3')).toBe(true);
-    expect(isCompatibleProtocol('2.0.0')).toBe(false);
+    expect(isCompatibleProtocol('2.7.3')).toBe(true);
+    // 2.0 added secure aggregation on by default: a 1.x agent cannot take part and is refused at the handshake.
+    expect(isCompatibleProtocol('1.0.0')).toBe(false);
+    expect(isCompatibleProtocol('3.0.0')).toBe(false);
     expect(isCompatibleProtocol('garbage')).toBe(false);
   });
 });

@@ -1,0 +1,82 @@
+/**
+ * A training round under secure aggregation: the generic secure sum (secure-sum.ts) over `train` tasks, decoded
+ * into the example-weighted mean model. Sites send the clipped update (local minus global weights) quantized and
+ * weighted (protocol/crypto/quantize.ts); the coordinator adds the mean update to the global model. Deltas are
+ * aggregated rather than weights because they are small and centred on zero, so the clipping bound and the
+ * quantization step are spent on the part that changes.
+ */
+import type { Logger } from 'pino';
+import type { Tensor } from '../../protocol/codec.ts';
+import { CohortError } from '../../protocol/errors.ts';
+import { MaskedTrainResultSchema, type TrainPrivacy, type TrainTask } from '../../protocol/messages.ts';
+import type { SecureAggregationSettings } from '../../protocol/secagg-messages.ts';
+import { applyDelta, decodeTrainingLanes } from '../../protocol/crypto/quantize.ts';
+import type { Transport } from '../transport/transport.ts';
+import { runSecureSum, type SecureSumDrop, type SecureSumSite, type TaskBase } from './secure-sum.ts';
+
+/** The fields of a `train` task other than the base and the secure-aggregation input. */
+export type TrainFields = Omit<TrainTask, keyof TaskBase | 'kind' | 'secagg'>;
+
+export interface SecureTrainRequest {
+  transport: Transport;
+  log?: Logger | undefined;
+  sites: readonly SecureSumSite[];
+  settings: SecureAggregationSettings;
+  global: readonly Tensor[];
+  maxWeight: number;
+  minSurvivors: number;
+  base: () => TaskBase;
+  train: TrainFields;
+  deadlineMs: number;
+}
+
+export interface SecureTrainResult {
+  /** The example-weighted mean of the survivors' models (global + mean clipped delta). */
+  mean: Tensor[];
+  totalWeight: number;
+  meanLoss: number;
+  survivors: string[];
+  dropped: SecureSumDrop[];
+  backends: Record<string, string>;
+  /** Each survivor's differential-privacy report (metadata on its spend, never data), when the study uses DP. */
+  reports: Map<string, TrainPrivacy | undefined>;
+  session: { sessionId: string; sites: number; threshold: number; degree: number };
+  taskIds: Record<string, Partial<Record<string, string>>>;
+}
+
+/**
+ * The weight cap when the manifest sets none: the largest data size a site reported (rounded counts, plus the
+ * rounding margin). Counts are folded in as w / maxWeight, so a cap close to the real counts keeps precision.
+ */
+export function defaultMaxWeight(examplesRounded: readonly number[]): number {
+  return Math.max(1, ...examplesRounded) + 10;
+}
+
+/** A secure-aggregation drop as a round failure (the masked-input stage is the site's `train` task). */
+export function dropAsFailure(d: SecureSumDrop): { site: string; code: string; message: string; stage: 'train' | Exclude<SecureSumDrop['stage'], 'masked-input'> } {
+  return { site: d.site, code: d.code, message: d.message, stage: d.stage === 'masked-input' ? 'train' : d.stage };
+}
+
+export async function secureTrain(req: SecureTrainRequest): Promise<SecureTrainResult> {
+  const d = req.global.reduce((n, t) => n + t.data.length, 0);
+  const res = await runSecureSum({
+    transport: req.transport, log: req.log, sites: req.sites, settings: req.settings, vectorLength: d + 2, maxWeight: req.maxWeight,
+    minSurvivors: req.minSurvivors, base: req.base, inputSchema: MaskedTrainResultSchema, inputDeadlineMs: req.deadlineMs,
+    inputTask: (_site, base, secagg): TrainTask => ({ kind: 'train', ...base, ...req.train, secagg }),
+  });
+  const decoded = decodeTrainingLanes(res.sum, { clip: req.settings.clip, bits: req.settings.quantizationBits, maxWeight: req.maxWeight });
+  // A sum that did not unmask cleanly shows in the weight lane: it must lie between one and maxWeight per survivor.
+  if (decoded.totalWeight < res.survivors.length || decoded.totalWeight > res.survivors.length * req.maxWeight) {
+    throw new CohortError('COHORT_ERR_SECAGG_BAD_SHARE', `unmasked weight ${decoded.totalWeight} is impossible for ${res.survivors.length} sites`);
+  }
+  const backends: Record<string, string> = {};
+  const reports = new Map<string, TrainPrivacy | undefined>();
+  for (const [site, r] of res.extras) {
+    backends[site] = r.backend;
+    reports.set(site, r.privacy);
+  }
+  return {
+    mean: applyDelta(req.global, decoded.meanDelta), totalWeight: decoded.totalWeight, meanLoss: decoded.meanLoss,
+    survivors: res.survivors, dropped: res.dropped, backends, reports, session: res.session, taskIds: res.taskIds,
+  };
+}

@@ -1,0 +1,38 @@
+/**
+ * Ed25519 signatures with node:crypto, byte-for-byte the same as tweetnacl's (RFC 8032 is deterministic) but about
+ * 20x faster here, which matters when every site verifies every neighbour's key advertisement each round. Keys
+ * are tweetnacl's forms: a 32-byte public key, a 64-byte secret key (seed || public key).
+ */
+import { createPrivateKey, createPublicKey, sign, verify, type KeyObject } from 'node:crypto';
+
+const SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
+const PKCS8_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
+
+const publicKeys = new Map<string, KeyObject>();
+
+function publicKeyObject(raw: Uint8Array): KeyObject {
+  const k = Buffer.from(raw).toString('hex');
+  let obj = publicKeys.get(k);
+  if (!obj) {
+    obj = createPublicKey({ key: Buffer.concat([SPKI_PREFIX, raw]), format: 'der', type: 'spki' });
+    if (publicKeys.size > 10_000) publicKeys.clear();
+    publicKeys.set(k, obj);
+  }
+  return obj;
+}
+
+export function ed25519Sign(secretKey: Uint8Array, message: Uint8Array): Uint8Array {
+  if (secretKey.length !== 64) throw new TypeError('Ed25519 secret key must be 64 bytes (seed || public key)');
+  const key = createPrivateKey({ key: Buffer.concat([PKCS8_PREFIX, secretKey.subarray(0, 32)]), format: 'der', type: 'pkcs8' });
+  return new Uint8Array(sign(null, message, key));
+}
+
+/** Fails closed: a malformed key or signature is "does not verify", never a throw. */
+export function ed25519Verify(publicKey: Uint8Array, message: Uint8Array, signature: Uint8Array): boolean {
+  if (publicKey.length !== 32 || signature.length !== 64) return false;
+  try {
+    return verify(null, message, publicKeyObject(publicKey), signature);
+  } catch {
+    return false;
+  }
+}
