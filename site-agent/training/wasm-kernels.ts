@@ -116,6 +116,42 @@ function conv2DBackpropFilter(batchMatMul: KernelFunc): KernelFunc {
   };
 }
 
+/**
+ * The same gradient as one forward convolution, which XNNPACK runs without materialising patches:
+ * dW[i, j, ci, co] = sum over (p, q, n) of x'[ci, i + p*sh - top, j + q*sw - left, n] * dy'[p, q, n, co], with
+ * x' = x transposed to [cin, h, w, n] and dy' = dy transposed to [ho, wo, n, cout]: a convolution of x' with the
+ * "filter" dy', dilated by the stride, whose [cin, kh, kw, cout] output is transposed back. It moves x and dy once
+ * each instead of writing kh*kw copies of x. Shapes whose padding would have to be negative (input rows the
+ * forward pass never read) take the im2col path, and so do few input channels (a first layer), where im2col's
+ * copies are fewer than the transposes' (measured on the bench:train shapes).
+ */
+function conv2DBackpropFilterByConv(conv2D: KernelFunc, transpose: KernelFunc, im2col: KernelFunc): KernelFunc {
+  return (args) => {
+    const backend = args.backend as unknown as WasmBackend;
+    const { x, dy } = args.inputs as { x: TensorInfo; dy: TensorInfo };
+    const { strides, pad, dataFormat, dimRoundingMode, filterShape } = args.attrs as unknown as tf.Conv2DBackpropFilterAttrs;
+    checkNhwc(dataFormat, 'Conv2DBackpropFilter');
+    const info = convInfo(x.shape, filterShape, strides, pad as Pad, dimRoundingMode);
+    const { inHeight: h, inWidth: w, outHeight: ho, outWidth: wo, filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw } = info;
+    const top = info.padInfo.top;
+    const left = info.padInfo.left;
+    const bottom = kh - h - top + (ho - 1) * sh;
+    const right = kw - w - left + (wo - 1) * sw;
+    // im2col writes kh*kw*cin floats per output position, the transposes about cin + cout: take the cheaper one.
+    const im2colCheaper = kh * kw * info.inChannels <= 2 * (info.inChannels + info.outChannels);
+    if (bottom < 0 || right < 0 || im2colCheaper) return im2col(args);
+    const xT = run(transpose, backend, { x }, { perm: [3, 1, 2, 0] });
+    const dyT = run(transpose, backend, { x: dy }, { perm: [1, 2, 0, 3] });
+    const explicit: ExplicitPad = [[0, 0], [top, bottom], [left, right], [0, 0]];
+    const r = run(conv2D, backend, { x: xT, filter: dyT }, { strides: 1, dilations: [sh, sw], pad: explicit, dataFormat: 'NHWC' });
+    backend.disposeData(xT.dataId);
+    backend.disposeData(dyT.dataId);
+    const dW = run(transpose, backend, { x: r }, { perm: [1, 2, 0, 3] });
+    backend.disposeData(r.dataId);
+    return dW;
+  };
+}
+
 // ---------------------------------------------------------------- BatchMatMul with transposed operands
 
 /** Takes XNNPACK's GEMM for transposed single products too, by transposing the operand first (a cheap copy). */
@@ -179,6 +215,28 @@ function conv2DBackpropInputFast(original: KernelFunc, conv2D: KernelFunc): Kern
 
 // ---------------------------------------------------------------- MaxPoolGrad
 
+/** The common 2x2, stride-2, unpadded pool: four candidates per output, first maximum wins. */
+function maxPool2x2Grad(xs: Float32Array, dys: Float32Array, dx: Float32Array, n: number, h: number, w: number, c: number, ho: number, wo: number): void {
+  const row = w * c;
+  for (let b0 = 0; b0 < n; b0++) {
+    for (let p = 0; p < ho; p++) {
+      for (let q = 0; q < wo; q++) {
+        const a = ((b0 * h + 2 * p) * w + 2 * q) * c;
+        const g = ((b0 * ho + p) * wo + q) * c;
+        for (let ch = 0; ch < c; ch++) {
+          const i0 = a + ch, i1 = i0 + c, i2 = i0 + row, i3 = i2 + c;
+          let at = -1, best = -Infinity;
+          if (xs[i0]! > best) { best = xs[i0]!; at = i0; }
+          if (xs[i1]! > best) { best = xs[i1]!; at = i1; }
+          if (xs[i2]! > best) { best = xs[i2]!; at = i2; }
+          if (xs[i3]! > best) at = i3;
+          if (at >= 0) dx[at] = dys[g + ch]!;
+        }
+      }
+    }
+  }
+}
+
 /** dx gets each window's dy at the window's first maximum (as the cpu backend does); padding never wins. */
 const maxPoolGrad: KernelFunc = ({ inputs, backend: b, attrs }) => {
   const backend = b as unknown as WasmBackend;
@@ -194,6 +252,10 @@ const maxPoolGrad: KernelFunc = ({ inputs, backend: b, attrs }) => {
   const xs = heapF32(backend, input);
   const dys = heapF32(backend, dy);
   dx.fill(0);
+  if (fh === 2 && fw === 2 && sh === 2 && sw === 2 && top === 0 && left === 0 && 2 * ho <= h && 2 * wo <= w) {
+    maxPool2x2Grad(xs, dys, dx, n, h, w, c, ho, wo);
+    return out;
+  }
   const best = new Float32Array(c);
   const at = new Int32Array(c);
   for (let b0 = 0; b0 < n; b0++) {
@@ -247,7 +309,9 @@ export function installWasmTrainingKernels(): void {
     tf.registerKernel(config);
   };
   if (!tf.getKernel('Conv2DBackpropFilter', 'wasm')) {
-    tf.registerKernel({ kernelName: 'Conv2DBackpropFilter', backendName: 'wasm', kernelFunc: conv2DBackpropFilter(batchMatMul) });
+    const im2col = conv2DBackpropFilter(batchMatMul);
+    const kernelFunc = process.env.COHORT_WASM_FILTER_GRAD === 'im2col' ? im2col : conv2DBackpropFilterByConv(conv2D, transpose, im2col);
+    tf.registerKernel({ kernelName: 'Conv2DBackpropFilter', backendName: 'wasm', kernelFunc });
   }
   replace({ kernelName: 'MaxPoolGrad', backendName: 'wasm', kernelFunc: maxPoolGrad });
   replace({ kernelName: 'BatchMatMul', backendName: 'wasm', kernelFunc: batchMatMulFast(batchMatMul, transpose) });
