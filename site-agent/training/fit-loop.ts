@@ -1,6 +1,6 @@
 /**
- * The local training loop: what `model.fit` does for one site, minus its per-batch overhead. Each epoch uploads
- * the seeded permutation of the data as one tensor and slices batches from it; each step is one gradient tape
+ * The local training loop: what `model.fit` does for one site, minus its per-batch overhead. Each epoch lays out
+ * the seeded permutation of the data once and uploads one batch at a time; each step is one gradient tape
  * over the lean loss (training-graph.ts) and one fused optimizer kernel (fused-optimizer.ts) where the backend
  * takes it, tfjs's optimizer otherwise. It yields to the event loop every few tens of milliseconds, so the agent's
  * socket stays alive during long epochs.
@@ -47,21 +47,18 @@ export function permutation(n: number, seed: number): Int32Array {
   return p;
 }
 
-/** Examples in `order` as one tensor [n, ...inputShape]. */
-function featuresInOrder(data: LoadedSplit, order: Int32Array): tf.Tensor {
+/** The examples of one epoch in `order`, row-major, and their targets: 0/1 for two classes, one-hot otherwise. */
+function epochArrays(data: LoadedSplit, numClasses: number, order: Int32Array): { x: Float32Array; y: Float32Array; width: number; units: number } {
   const width = data.inputShape.reduce((a, b) => a * b, 1);
-  const x = new Float32Array(data.n * width);
-  order.forEach((src, dst) => x.set(data.x.subarray(src * width, (src + 1) * width), dst * width));
-  return tf.tensor(x, [data.n, ...data.inputShape]);
-}
-
-/** Targets in `order`: [n, 1] of 0/1 for two classes, one-hot [n, k] otherwise. */
-function targetsInOrder(data: LoadedSplit, numClasses: number, order: Int32Array): tf.Tensor {
   const units = outputUnits(numClasses);
-  if (units === 1) return tf.tensor2d(Float32Array.from(order, (i) => data.y[i]!), [data.n, 1]);
+  const x = new Float32Array(data.n * width);
   const y = new Float32Array(data.n * units);
-  order.forEach((src, dst) => { y[dst * units + data.y[src]!] = 1; });
-  return tf.tensor2d(y, [data.n, units]);
+  order.forEach((src, dst) => {
+    x.set(data.x.subarray(src * width, (src + 1) * width), dst * width);
+    if (units === 1) y[dst] = data.y[src]!;
+    else y[dst * units + data.y[src]!] = 1;
+  });
+  return { x, y, width, units };
 }
 
 const YIELD_MS = 40;
@@ -81,34 +78,31 @@ export async function fitModel(model: tf.Sequential, numClasses: number, data: L
   try {
     for (let epoch = 0; epoch < opts.epochs; epoch++) {
       const order = permutation(data.n, opts.seed * 1009 + epoch);
-      const x = featuresInOrder(data, order);
-      const y = targetsInOrder(data, numClasses, order);
+      const epochData = epochArrays(data, numClasses, order);
       const last = epoch === opts.epochs - 1;
       let lossSum = 0;
-      try {
-        for (let start = 0; start < data.n; start += opts.batchSize) {
-          const size = Math.min(opts.batchSize, data.n - start);
-          const s = step++;
-          tf.tidy(() => {
-            const xb = tf.slice(x, start, size);
-            const yb = tf.slice(y, start, size);
-            const f = () => graph.loss(xb, yb, s);
-            if (stockOpt) {
-              const cost = stockOpt.minimize(f, last, graph.vars);
-              if (cost) lossSum += cost.dataSync()[0]! * size;
-              return;
-            }
-            const { value, grads } = tf.variableGrads(f, graph.vars);
-            fusedOpt!.apply(graph.vars.map((v) => grads[v.name]!));
-            if (last) lossSum += value.dataSync()[0]! * size;
-          });
-          if (performance.now() - lastYield > YIELD_MS) {
-            await new Promise((r) => setImmediate(r));
-            lastYield = performance.now();
+      for (let start = 0; start < data.n; start += opts.batchSize) {
+        const size = Math.min(opts.batchSize, data.n - start);
+        const s = step++;
+        tf.tidy(() => {
+          // Each batch is uploaded from the shuffled arrays: slicing a tensor copies all of it on wasm (tfjs 4.22).
+          const { x, y, width, units } = epochData;
+          const xb = tf.tensor(x.subarray(start * width, (start + size) * width), [size, ...data.inputShape]);
+          const yb = tf.tensor2d(y.subarray(start * units, (start + size) * units), [size, units]);
+          const f = () => graph.loss(xb, yb, s);
+          if (stockOpt) {
+            const cost = stockOpt.minimize(f, last, graph.vars);
+            if (cost) lossSum += cost.dataSync()[0]! * size;
+            return;
           }
+          const { value, grads } = tf.variableGrads(f, graph.vars);
+          fusedOpt!.apply(graph.vars.map((v) => grads[v.name]!));
+          if (last) lossSum += value.dataSync()[0]! * size;
+        });
+        if (performance.now() - lastYield > YIELD_MS) {
+          await new Promise((r) => setImmediate(r));
+          lastYield = performance.now();
         }
-      } finally {
-        tf.dispose([x, y]);
       }
       if (last) lastLoss = lossSum / data.n;
     }

@@ -10,6 +10,8 @@
  * - `MaxPoolGrad` is wrong: it starts each window's maximum at the smallest positive float instead of -infinity,
  *   so a window whose values are all <= 0 (common after batch norm, elu or tanh, and on all-zero ReLU windows)
  *   sends its gradient to element 0 of the tensor. Replaced here by a first-maximum scan (the cpu backend's rule).
+ * - `Slice` copies its whole input out of the heap before taking the slice (a batch sliced from a data set costs
+ *   the data set). Wrapped here to copy only the slice when it is contiguous.
  * - `Conv2DBackpropInput` is a scalar loop. For stride 1 it is a forward convolution of `dy` with the flipped,
  *   channel-swapped filter, which XNNPACK runs; wrapped here to do that (other strides keep the original).
  *
@@ -26,7 +28,7 @@ type DataId = TensorInfo['dataId'];
 interface WasmBackend {
   dataIdMap: { get(dataId: DataId): { memoryOffset: number } | undefined };
   wasm: { HEAPU8: Uint8Array };
-  makeOutput(shape: number[], dtype: 'float32'): TensorInfo;
+  makeOutput(shape: number[], dtype: 'float32' | 'int32'): TensorInfo;
   disposeData(dataId: DataId): boolean;
 }
 
@@ -287,12 +289,33 @@ const maxPoolGrad: KernelFunc = ({ inputs, backend: b, attrs }) => {
   return out;
 };
 
+// ---------------------------------------------------------------- Slice
+
+/** A contiguous slice (leading rows of a tensor, the usual batch) is one copy within the heap. */
+function sliceFast(original: KernelFunc): KernelFunc {
+  return (args) => {
+    const backend = args.backend as unknown as WasmBackend;
+    const { x } = args.inputs as { x: TensorInfo };
+    const { begin, size } = args.attrs as unknown as { begin: number | number[]; size?: number | number[] };
+    if (x.dtype !== 'float32' && x.dtype !== 'int32') return original(args);
+    const [b, sz] = tf.slice_util.parseSliceParams(x as unknown as tf.Tensor, begin, size) as [number[], number[]];
+    if (!tf.slice_util.isSliceContinous(x.shape, b, sz)) return original(args);
+    const offset = tf.slice_util.computeFlatOffset(b, tf.util.computeStrides(x.shape));
+    const count = sz.reduce((p, q) => p * q, 1);
+    const out = backend.makeOutput(sz, x.dtype as 'float32');
+    const from = backend.dataIdMap.get(x.dataId)!.memoryOffset + offset * 4;
+    const to = backend.dataIdMap.get(out.dataId)!.memoryOffset;
+    backend.wasm.HEAPU8.copyWithin(to, from, from + count * 4);
+    return out;
+  };
+}
+
 // ---------------------------------------------------------------- registration
 
 let installed = false;
 
 /** Kernel names this module registers or wraps on the wasm backend. */
-export const WASM_TRAINING_KERNELS = ['Conv2DBackpropFilter', 'MaxPoolGrad', 'BatchMatMul', 'Conv2DBackpropInput'] as const;
+export const WASM_TRAINING_KERNELS = ['Conv2DBackpropFilter', 'MaxPoolGrad', 'BatchMatMul', 'Conv2DBackpropInput', 'Slice'] as const;
 
 /**
  * Registers the missing gradient kernels and the fast-path wrappers on the wasm backend. Call once the wasm
@@ -314,6 +337,7 @@ export function installWasmTrainingKernels(): void {
     tf.registerKernel({ kernelName: 'Conv2DBackpropFilter', backendName: 'wasm', kernelFunc });
   }
   replace({ kernelName: 'MaxPoolGrad', backendName: 'wasm', kernelFunc: maxPoolGrad });
+  replace({ kernelName: 'Slice', backendName: 'wasm', kernelFunc: sliceFast(kernelFuncOf('Slice')) });
   replace({ kernelName: 'BatchMatMul', backendName: 'wasm', kernelFunc: batchMatMulFast(batchMatMul, transpose) });
   replace({ kernelName: 'Conv2DBackpropInput', backendName: 'wasm', kernelFunc: conv2DBackpropInputFast(backpropInput, conv2D) });
   installed = true;

@@ -159,6 +159,24 @@ describe('lean forward pass', () => {
     model.dispose();
   });
 
+  it('should add layer losses (weight penalties, a FedProx term) to the data loss when a layer has them', async () => {
+    await tf.setBackend('wasm');
+    const plain = buildModel({ spec: ModelSpecSchema.parse({ template: 'mlp', hidden: [8] }), inputShape: [4], numClasses: 2 }, 2);
+    const l2 = buildModel({ spec: ModelSpecSchema.parse({ template: 'mlp', hidden: [8], l2: 0.1 }), inputShape: [4], numClasses: 2 }, 2);
+    const x = tf.tensor2d(randomArray(rng(3), 12), [3, 4]);
+    const y = tf.tensor2d([0, 1, 1], [3, 1]);
+    const lossOf = (m: tf.Sequential) => tf.tidy(() => trainingGraph(m, 2).loss(x, y, 0).dataSync()[0]!);
+    const penalty = tf.tidy(() => l2.layers.filter((l) => l.getClassName() === 'Dense').slice(0, 1)
+      .reduce((a, l) => a + 0.1 * tf.sum(tf.square(l.getWeights()[0]!)).dataSync()[0]!, 0));
+    expect(lossOf(l2) - lossOf(plain)).toBeCloseTo(penalty, 4);
+    // What the FedProx strategy does: a loss added to the first layer.
+    plain.layers[0]!.addLoss(() => tf.scalar(1.5));
+    expect(lossOf(plain) - lossOf(l2) + penalty).toBeCloseTo(1.5, 4);
+    tf.dispose([x, y]);
+    plain.dispose();
+    l2.dispose();
+  });
+
   it('should fall back to model.apply with the same loss when a model has batch normalization', async () => {
     await tf.setBackend('wasm');
     const resolved: ResolvedModel = { spec: ModelSpecSchema.parse({ template: 'cnn', blocks: [{ filters: 4 }], batchNorm: true }), inputShape: [8, 8, 1], numClasses: 3 };

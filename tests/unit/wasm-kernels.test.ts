@@ -110,6 +110,13 @@ describe('wasm training kernels against the cpu backend', () => {
     await expectSame(() => tf.matMul(tf.tensor(a, as), tf.tensor(b, bs), ta, tb));
   });
 
+  it.each([
+    [[10, 3], [2, 0], [5, 3]], [[10, 3], [0, 1], [10, 2]], [[4, 3, 2], [1, 0, 0], [2, 3, 2]], [[4, 3, 2], [1, 1, 0], [2, 2, 1]], [[6], [2], [3]],
+  ] as [number[], number[], number[]][])('should give the cpu slice of a %j tensor when slicing from %j, size %j', async (shape, begin, size) => {
+    const x = randomArray(rng(shape.length), shape.reduce((a, b) => a * b, 1));
+    await expectSame(() => [tf.slice(tf.tensor(x, shape), begin, size), tf.slice(tf.tensor(Int32Array.from(x, (v) => Math.round(v * 100)), shape, 'int32'), begin, size).toFloat()]);
+  });
+
   // Halves of ReLU output: all-zero windows and ties, where the first maximum must win (as on cpu).
   const tied = (v: Float32Array) => v.map((e) => Math.round(Math.max(0, e) * 2) / 2);
   it.each([
