@@ -69,6 +69,8 @@ const convCases: ConvCase[] = [
   { n: 2, h: 6, w: 6, cin: 3, cout: 2, kh: 1, kw: 1, stride: 1, pad: 'valid' },
   { n: 2, h: 7, w: 6, cin: 2, cout: 3, kh: 3, kw: 3, stride: 1, pad: [[0, 0], [2, 1], [0, 2], [0, 0]] },
   { n: 2, h: 5, w: 5, cin: 2, cout: 2, kh: 2, kw: 2, stride: 1, pad: [[0, 0], [3, 0], [0, 3], [0, 0]] },
+  // Few input channels, long rows: the filter gradient's im2col path with channel planes.
+  { n: 2, h: 10, w: 12, cin: 2, cout: 16, kh: 3, kw: 3, stride: 1, pad: 'same' },
   // Rows the forward pass never reads (10 - 3 is odd): the filter gradient takes its im2col path.
   { n: 2, h: 10, w: 9, cin: 2, cout: 3, kh: 3, kw: 3, stride: 2, pad: 'valid' },
 ];
