@@ -63,6 +63,16 @@ function wdbc(): LoadedSplit {
   return { x, y: Int32Array.from(rows, (r) => r[width]!), n: rows.length, inputShape: [width], classes: ['0', '1'] };
 }
 
+/** The digits (8x8, 0-16) as [8, 8, 1] images in [0, 1]. */
+function digits(): LoadedSplit {
+  const lines = readFileSync(join(ROOT, 'data', 'images', 'digits', 'digits.csv'), 'utf8').trim().split('\n').slice(1);
+  const rows = lines.map((l) => l.split(',').map(Number));
+  return {
+    x: Float32Array.from(rows.flatMap((r) => r.slice(0, 64).map((v) => v / 16))), y: Int32Array.from(rows, (r) => r[64]!),
+    n: rows.length, inputShape: [8, 8, 1], classes: Array.from({ length: 10 }, (_, i) => String(i)),
+  };
+}
+
 beforeAll(async () => {
   // Registers the wasm backend and its training kernels.
   expect(await selectBackend('wasm')).toBe('wasm');
@@ -229,6 +239,18 @@ describe('local training on wasm and cpu', () => {
     expect(Array.from(a.weights[0]!.data)).not.toEqual(Array.from(c.weights[0]!.data));
     const counts = await evaluate(resolved, a.weights, data);
     expect(counts.correct / counts.n).toBeGreaterThan(0.95);
+  });
+
+  it('should train cnn-small on the digits images to over 90% training accuracy on wasm in three epochs', async () => {
+    await tf.setBackend('wasm');
+    const d = digits();
+    const r: ResolvedModel = { spec: ModelSpecSchema.parse({ template: 'cnn-small' }), inputShape: [8, 8, 1], numClasses: 10 };
+    const model = buildModel(r, 1);
+    const global = getWeights(model);
+    model.dispose();
+    const out = await train(r, global, d, { epochs: 3, batchSize: 32, optimizer: 'adam', learningRate: 0.003, seed: 1 });
+    const counts = await evaluate(r, out.weights, d);
+    expect(counts.correct / counts.n).toBeGreaterThan(0.9);
   });
 
   it('should let timers run while a long epoch trains', async () => {
