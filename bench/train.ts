@@ -235,7 +235,7 @@ function collect(cmd: string, args: string[], input = '', env: NodeJS.ProcessEnv
         if (!line.startsWith('{')) continue;
         const row = JSON.parse(line) as Measurement;
         lines.push(row);
-        const what = row.samplesPerSec ? `${row.samplesPerSec.toFixed(0)} samples/s` : (row.error ?? '');
+        const what = row.samplesPerSec ? `${fmt(row.samplesPerSec)} samples/s` : (row.error ?? '');
         process.stderr.write(`  ${String(row.model ?? (row as { name?: string }).name).padEnd(11)} ${String(row.backend ?? 'pytorch').padEnd(10)} ${String(row.path ?? 'torch').padEnd(7)} ${what}\n`);
       }
     });
@@ -257,7 +257,11 @@ function arg(name: string): string | undefined {
 
 function fmt(v: number | undefined): string {
   if (v === undefined) return '-';
-  return v >= 100 ? v.toFixed(0) : v.toFixed(1);
+  return v >= 100 ? v.toFixed(0) : v >= 1 ? v.toFixed(1) : v.toFixed(2);
+}
+
+function ratio(v: number): string {
+  return v >= 0.1 ? `${v.toFixed(2)}x` : `${v.toFixed(4)}x`;
 }
 
 async function main(): Promise<void> {
@@ -306,7 +310,14 @@ async function main(): Promise<void> {
   console.log(`\nJSON: ${jsonFile}`);
 }
 
-function report(results: Measurement[], models: ModelCase[]): void {
+function report(all: Measurement[], models: ModelCase[]): void {
+  // A backend that does not load (tfjs-node not installed) is one line under the table, not a row per model.
+  const absent = new Map<string, string>();
+  for (const b of ['tensorflow', 'wasm', 'cpu']) {
+    const rows = all.filter((r) => r.backend === b);
+    if (rows.length && rows.every((r) => r.error && /does not load|Cannot find package/.test(r.error))) absent.set(b, rows[0]!.error!);
+  }
+  const results = all.filter((r) => !absent.has(r.backend));
   const find = (model: string, backend: string, path: string) => results.find((r) => r.model === model && r.backend === backend && r.path === path);
   console.log('\n| model | backend | path | samples/s | vs PyTorch 1 thread | vs stock tfjs, same backend | |');
   console.log('| --- | --- | --- | ---: | ---: | ---: | --- |');
@@ -316,12 +327,13 @@ function report(results: Measurement[], models: ModelCase[]): void {
     for (const r of results.filter((x) => x.model === m.name)) {
       const stock = r.path === 'cohort' ? find(m.name, r.backend, 'stock') : undefined;
       const bar = r.samplesPerSec ? '#'.repeat(Math.max(1, Math.round((20 * r.samplesPerSec) / top))) : '';
-      const vsTorch = r.samplesPerSec && torch && r.path !== 'torch' ? `${(r.samplesPerSec / torch).toFixed(2)}x` : '';
+      const vsTorch = r.samplesPerSec && torch && r.path !== 'torch' ? ratio(r.samplesPerSec / torch) : '';
       const vsStock = stock?.samplesPerSec && r.samplesPerSec ? `${(r.samplesPerSec / stock.samplesPerSec).toFixed(1)}x` : stock?.error ? 'stock fails' : '';
       const value = r.samplesPerSec ? fmt(r.samplesPerSec) : `fails: ${r.error ?? '?'}`;
       console.log(`| ${m.name} | ${r.backend} | ${r.path} | ${value}${r.note ? ` (${r.note})` : ''} | ${vsTorch} | ${vsStock} | \`${bar}\` |`);
     }
   }
+  for (const [b, why] of absent) console.log(`\n${b}: not measured, it does not load here (${why})`);
 }
 
 if (process.argv.includes('--worker')) {

@@ -45,14 +45,14 @@ function fusedStep(name: StorageBackendName): KernelFunc {
       const ow = nw.view(), om = nm.view(), ov = nv.view();
       const wv = s.read(w), gv = s.read(inputs[`g${i}`]!), mv = s.read(inputs[`m${i}`]!), vv = s.read(inputs[`v${i}`]!);
       const { beta1, beta2, epsilon, correction1, correction2, learningRate } = a;
-      const c1 = 1 - beta1, c2 = 1 - beta2;
+      const c1 = 1 - beta1, c2 = 1 - beta2, i1 = 1 / correction1, i2 = 1 / correction2;
       for (let j = 0; j < ow.length; j++) {
         const g = gv[j]!;
         const m = beta1 * mv[j]! + c1 * g;
         const v = beta2 * vv[j]! + c2 * g * g;
         om[j] = m;
         ov[j] = v;
-        ow[j] = wv[j]! - learningRate * ((m / correction1) / (Math.sqrt(v / correction2) + epsilon));
+        ow[j] = wv[j]! - learningRate * ((m * i1) / (Math.sqrt(v * i2) + epsilon));
       }
       outputs.push(nw.info, nm.info, nv.info);
     }

@@ -111,7 +111,8 @@ function conv2DBackpropFilter(batchMatMul: KernelFunc, transpose: KernelFunc): K
               if (qMax < wo) a.fill(0, dst + qMax, dst + wo);
               let src = ci * sC + b0 * sN + hIn * sH + (qMin * sw + j - left) * sW;
               const step = sw * sW;
-              if (step === 1) a.set(xs.subarray(src, src + qMax - qMin), dst + qMin);
+              // Long runs as one block copy; short ones element by element (a subarray per run costs more).
+              if (step === 1 && qMax - qMin >= 16) a.set(xs.subarray(src, src + qMax - qMin), dst + qMin);
               else for (let q = qMin; q < qMax; q++, src += step) a[dst + q] = xs[src]!;
             }
           }
