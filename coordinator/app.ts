@@ -19,6 +19,7 @@ import { SocketTransport } from './transport/socket-transport.ts';
 import { registerStudyRoutes } from './routes/studies.ts';
 import { registerAdminRoutes } from './routes/admin.ts';
 import { registerDashboard } from './routes/dashboard.ts';
+import { registerOpenApi, routeOptions, type RouteInfo } from './routes/openapi.ts';
 import { AuthRateLimiter, hashToken, lookupApiToken, newToken, requireRole } from './auth.ts';
 import { loadOrCreateCoordinatorIdentity } from './identity.ts';
 
@@ -52,6 +53,8 @@ export interface Coordinator {
   /** Set only when this start created the first admin token: show it once, it is not stored. */
   initialAdminToken: string | undefined;
   coordinatorPublicKey: string;
+  /** Every HTTP route with who may call it (the OpenAPI document at /docs/json lists the same). */
+  routes: readonly RouteInfo[];
   start(): Promise<string>;
   close(): Promise<void>;
 }
@@ -83,7 +86,8 @@ export async function createCoordinator(opts: CoordinatorOptions): Promise<Coord
     await store.addToken({ id: `tok-${randomBytes(4).toString('hex')}`, kind: 'api', hash: hashToken(initialAdminToken), role: 'admin', name: 'admin', createdAt: new Date().toISOString() });
   }
 
-  const app: FastifyInstance = Fastify({ loggerInstance: log.child({ component: 'http' }, { level: 'warn' }) as FastifyBaseLogger, bodyLimit: 1024 * 1024 }) as unknown as FastifyInstance;
+  const app: FastifyInstance = Fastify({ loggerInstance: log.child({ component: 'http' }, { level: 'warn' }) as FastifyBaseLogger, bodyLimit: 1024 * 1024, exposeHeadRoutes: false }) as unknown as FastifyInstance;
+
   const io = new Server(app.server, {
     maxHttpBufferSize: opts.maxMessageBytes ?? 256 * 1024 * 1024, serveClient: false,
     ...(opts.transports ? { transports: opts.transports } : {}),
@@ -134,18 +138,27 @@ export async function createCoordinator(opts: CoordinatorOptions): Promise<Coord
     return payload;
   });
 
-  app.get('/healthz', async () => ({ ok: true, protocolVersion: PROTOCOL_VERSION, coordinatorId, sitesOnline: transport.onlineSites().length }));
-  app.get('/api/sites', { preHandler: auth.viewer }, async () => {
+  // After the hooks above (so /docs gets them too), before any route: records the route table and serves the
+  // OpenAPI document at /docs.
+  const routes = await registerOpenApi(app);
+  app.get('/healthz', routeOptions(auth, 'public', {
+    summary: 'Liveness, protocol version and the number of sites online', tags: ['health'],
+    responses: { 200: { description: 'Up', schema: { type: 'object', properties: { ok: { type: 'boolean' }, protocolVersion: { type: 'string' }, coordinatorId: { type: 'string' }, sitesOnline: { type: 'integer' } } } } },
+  }), async () => ({ ok: true, protocolVersion: PROTOCOL_VERSION, coordinatorId, sitesOnline: transport.onlineSites().length }));
+  app.get('/api/sites', routeOptions(auth, 'viewer', {
+    summary: 'Enrolled sites and whether each is online', tags: ['sites'],
+    responses: { 200: { description: 'Sites', schema: { type: 'object', properties: { sites: { type: 'array', items: { type: 'object', properties: { id: { type: 'string' }, name: { type: 'string' }, online: { type: 'boolean' }, registeredAt: { type: 'string' }, lastSeenAt: { type: 'string' }, revokedAt: { type: 'string' } } } } } } } },
+  }), async () => {
     const online = new Set(transport.onlineSites().map((s) => s.id));
     return { sites: store.listSites().map((s) => ({ id: s.id, name: s.name, registeredAt: s.registeredAt, lastSeenAt: s.lastSeenAt, online: online.has(s.id), ...(s.revokedAt ? { revokedAt: s.revokedAt } : {}) })) };
   });
   registerStudyRoutes(app, { store, runner, checkpoints, emit, auth });
   registerAdminRoutes(app, { store, transport, auth, limiter, identity, log: log.child({ component: 'admin' }) });
-  registerDashboard(app, { store, auth });
+  registerDashboard(app);
 
   let closed = false;
   return {
-    app, io, store, checkpoints, runner, transport, log, initialAdminToken, coordinatorPublicKey: identity.publicKeyB64,
+    app, io, store, checkpoints, runner, transport, log, initialAdminToken, coordinatorPublicKey: identity.publicKeyB64, routes,
     async start() {
       await app.listen({ host: opts.host ?? '127.0.0.1', port: opts.port ?? 0 });
       const addr = app.server.address();

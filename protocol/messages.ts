@@ -55,6 +55,102 @@ export const ResolvedModelSchema = z.object({
 });
 export type ResolvedModel = z.infer<typeof ResolvedModelSchema>;
 
+// ---------------------------------------------------------------- aggregation strategies
+
+/**
+ * How the coordinator turns site updates into the next global model: a name and that paper's parameters, with the
+ * paper's defaults (see coordinator/strategies/ and docs/simulations.md). `fedavg`, `fedavgm`, `fedprox` and the
+ * adaptive optimizers need only the weighted mean of the updates (so they run under secure aggregation);
+ * `fedmedian`, `trimmed-mean`, `krum` and `multi-krum` need each site's update and cannot.
+ */
+export const StrategySpecSchema = z.discriminatedUnion('name', [
+  z.object({ name: z.literal('fedavg') }),
+  z.object({
+    name: z.literal('fedavgm'),
+    serverLearningRate: z.number().positive().max(100).default(1),
+    momentum: z.number().min(0).lt(1).default(0.9),
+  }),
+  z.object({ name: z.literal('fedprox'), mu: z.number().min(0).max(1000).default(0.01) }),
+  ...(['fedadam', 'fedyogi'] as const).map((name) => z.object({
+    name: z.literal(name),
+    eta: z.number().positive().max(100).default(0.1),
+    beta1: z.number().min(0).lt(1).default(0.9),
+    beta2: z.number().min(0).lt(1).default(0.99),
+    tau: z.number().positive().max(1).default(1e-3),
+  })),
+  z.object({
+    name: z.literal('fedadagrad'),
+    eta: z.number().positive().max(100).default(0.1),
+    beta1: z.number().min(0).lt(1).default(0.9),
+    tau: z.number().positive().max(1).default(1e-3),
+  }),
+  z.object({ name: z.literal('fedmedian') }),
+  z.object({ name: z.literal('trimmed-mean'), beta: z.number().min(0).lt(0.5).default(0.1) }),
+  z.object({ name: z.literal('krum'), byzantine: z.number().int().min(0).max(10_000).default(1) }),
+  z.object({
+    name: z.literal('multi-krum'),
+    byzantine: z.number().int().min(0).max(10_000).default(1),
+    /** Updates averaged; default n - byzantine. */
+    select: z.number().int().min(1).max(100_000).optional(),
+  }),
+]);
+export type StrategySpec = z.output<typeof StrategySpecSchema>;
+export type StrategyName = StrategySpec['name'];
+// ---------------------------------------------------------------- differential privacy (manifest `privacy.dp`)
+
+/**
+ * Differential privacy for a study (docs/privacy.md, "Differential privacy"). `record`: DP-SGD inside each site's
+ * training, each site's own guarantee for its patients. `client-central`: each site's update is clipped and the
+ * coordinator adds Gaussian noise to the sum, protecting a whole site's contribution from whoever gets the model.
+ * `client-distributed`: the same with integer noise added by the sites under secure aggregation (accounting and
+ * site noise exist; the protocol wiring comes with secure aggregation).
+ */
+export const DpSettingsSchema = z.object({
+  mode: z.enum(['none', 'record', 'client-central', 'client-distributed']),
+  /** L2 bound: per example (record) or per site update (client modes); the initial bound with adaptive clipping. */
+  clip: z.number().positive().max(1e6).default(1),
+  /** Noise standard deviation over clip. Give this, or `targetEpsilon`, or both (then the target is a cap). */
+  noiseMultiplier: z.number().min(0).max(1e6).optional(),
+  /** Epsilon at `delta` for the whole study: calibrates the noise when `noiseMultiplier` is absent, else caps it. */
+  targetEpsilon: z.number().positive().max(1e4).optional(),
+  delta: z.number().positive().max(0.1).default(1e-5),
+  /** Record mode: examples per clipped microbatch (1 = per-example clipping). Larger costs privacy (2x sensitivity). */
+  microbatch: z.number().int().min(1).max(65_536).default(1),
+  /** Record mode: each site returns the mean of its last half of DP-SGD iterates (free in privacy, less noise). */
+  averageIterates: z.boolean().default(false),
+  /** Client modes: adapt the clip to a quantile of site update norms (Andrew et al. 2021). */
+  adaptiveClipping: z.object({
+    targetQuantile: z.number().min(0).max(1).default(0.5),
+    learningRate: z.number().positive().max(10).default(0.2),
+    /** Noise on the count of unclipped sites, in counts; default: expected sites / 20 as the paper suggests. */
+    bitNoiseMultiplier: z.number().positive().max(1e6).optional(),
+  }).optional(),
+}).refine((d) => d.mode === 'none' || d.noiseMultiplier !== undefined || d.targetEpsilon !== undefined, {
+  message: 'give noiseMultiplier or targetEpsilon (or both)', path: ['noiseMultiplier'],
+}).refine((d) => !d.adaptiveClipping || d.mode === 'client-central' || d.mode === 'client-distributed', {
+  message: 'adaptive clipping applies to the client modes only', path: ['adaptiveClipping'],
+});
+export type DpSettings = z.output<typeof DpSettingsSchema>;
+
+/** What a site reports about its privacy spend with each training reply (shown per site by the coordinator). */
+export const TrainPrivacySchema = z.object({
+  mode: z.enum(['record', 'client-central', 'client-distributed']),
+  delta: z.number().positive(),
+  /** The site's own accountant, this study and dataset, after this round: record-level epsilon. */
+  recordEpsilon: z.number().min(0).optional(),
+  /** Client-level epsilon, as the site accounts it from the manifest's noise (central noise is the coordinator's). */
+  clientEpsilon: z.number().min(0).optional(),
+  /** Epsilon (of the level the site's policy caps) after one more round like this one. */
+  nextRoundEpsilon: z.number().min(0).optional(),
+  /** Record mode: noise multiplier, Poisson sampling rate and steps of this round's DP-SGD. */
+  noiseMultiplier: z.number().min(0).optional(),
+  sampleRate: z.number().min(0).max(1).optional(),
+  steps: z.number().int().min(0).optional(),
+  /** Client modes: whether the update's norm was within the clip before clipping (adaptive clipping's bit). */
+  withinClip: z.boolean().optional(),
+});
+export type TrainPrivacy = z.infer<typeof TrainPrivacySchema>;
+
 // ---------------------------------------------------------------- study manifest
 
 export const StudyManifestSchema = z.object({
@@ -69,6 +165,22 @@ export const StudyManifestSchema = z.object({
     features: z.array(z.string().min(1).max(200)).min(1).max(100_000).optional(),
     /** Class names; when given, every site must report the same. */
     classes: z.array(z.string().min(1).max(200)).min(2).max(10_000).optional(),
+    // ---- the schema contract (all optional): what every site's data must be, checked before round 1
+    /** Kind of data every site must hold. */
+    kind: z.enum(['csv', 'images', 'dicom']).optional(),
+    /** Declared type per tabular feature; sites use it for columns their site.json does not type. */
+    featureTypes: z.record(z.string().min(1).max(200), z.enum(['number', 'category'])).optional(),
+    /** Category levels in one-hot order; sites encode with exactly these, so one-hot columns line up. */
+    levels: z.record(z.string().min(1).max(200), z.array(z.string().min(1).max(200)).min(1).max(10_000)).optional(),
+    /** Shape of one example as the model sees it, e.g. [8, 8, 1] for images. */
+    inputShape: z.array(z.number().int().min(1).max(1 << 20)).min(1).max(4).optional(),
+    /** Fewest examples (as the site reports them, rounded) a site needs to take part. */
+    minExamples: z.number().int().min(0).max(1e9).optional(),
+    /**
+     * `federated` (default): features scaled with means and variances pooled across sites before round 1;
+     * `local`: each site's own training split (the pre-0.2 behaviour); `none`: as the data source gives them.
+     */
+    standardize: z.enum(['federated', 'local', 'none']).default('federated'),
   }),
   model: ModelSpecSchema,
   training: z.object({
@@ -78,7 +190,7 @@ export const StudyManifestSchema = z.object({
     optimizer: z.enum(['adam', 'sgd']).default('adam'),
     learningRate: z.number().positive().max(10).default(0.01),
   }),
-  strategy: z.object({ name: z.enum(['fedavg']).default('fedavg') }).default({ name: 'fedavg' }),
+  strategy: StrategySpecSchema.default({ name: 'fedavg' }),
   participation: z.object({
     minSites: z.number().int().min(1).max(100_000).default(2),
     /** Sites by name; when absent, every connected site with the dataset takes part. */
@@ -92,10 +204,17 @@ export const StudyManifestSchema = z.object({
   privacy: z.object({
     /** Sites' policies may require it; the coordinator then only ever learns the sum of updates. */
     secureAggregation: z.boolean().default(false),
+    /** Differential privacy; absent means none. */
+    dp: DpSettingsSchema.optional(),
   }).default({ secureAggregation: false }),
   evaluation: z.object({
     holdoutFraction: z.number().min(0.05).max(0.5).default(0.2),
-  }).default({ holdoutFraction: 0.2 }),
+    /**
+     * After the study, train one model per site on all the other sites (same rounds) and score it on that site's
+     * hold-out: how well the approach carries over to a hospital that did not take part.
+     */
+    leaveOneSiteOut: z.boolean().default(false),
+  }).default({ holdoutFraction: 0.2, leaveOneSiteOut: false }),
   seed: z.number().int().min(0).max(2 ** 31 - 1).default(42),
 });
 export type StudyManifestInput = z.input<typeof StudyManifestSchema>;
@@ -154,6 +273,17 @@ const taskBase = {
 };
 
 export const DescribeTaskSchema = z.object({ kind: z.literal('describe'), ...taskBase });
+/** Before round 1 (federated standardization): per-feature count, sum and sum of squares of the training split. */
+export const StatsTaskSchema = z.object({ kind: z.literal('stats'), ...taskBase });
+
+/** Most standardization slots (tabular numeric columns, or image channels) a study may have. */
+export const MAX_STATS_SLOTS = 100_000;
+/** Global per-slot mean and standard deviation, pooled across sites; every site scales its features with these. */
+export const StandardizationSchema = z.object({
+  mean: z.array(z.number().finite()).max(MAX_STATS_SLOTS),
+  std: z.array(z.number().finite().positive()).max(MAX_STATS_SLOTS),
+}).refine((s) => s.mean.length === s.std.length, 'mean and std differ in length');
+export type Standardization = z.infer<typeof StandardizationSchema>;
 export const TrainTaskSchema = z.object({
   kind: z.literal('train'),
   ...taskBase,
@@ -165,26 +295,43 @@ export const TrainTaskSchema = z.object({
   learningRate: z.number().positive(),
   /** How many sites this round's aggregate combines (site policies may set a minimum). */
   participants: z.number().int().min(1),
+  /** Pooled statistics when the study standardizes federatedly. */
+  standardization: StandardizationSchema.optional(),
+  /** FedProx: add (mu / 2) * ||w - w_global||^2 to the local loss. */
+  proximalMu: z.number().min(0).max(1000).optional(),
+  /** Client-level DP: this round's clip for the site's update (it changes under adaptive clipping). */
+  dp: z.object({ clip: z.number().positive() }).optional(),
 });
 export const EvaluateTaskSchema = z.object({
   kind: z.literal('evaluate'),
   ...taskBase,
   model: ResolvedModelSchema,
   weights: bytes,
+  standardization: StandardizationSchema.optional(),
 });
-export const TaskSchema = z.discriminatedUnion('kind', [DescribeTaskSchema, TrainTaskSchema, EvaluateTaskSchema]);
+export const TaskSchema = z.discriminatedUnion('kind', [DescribeTaskSchema, StatsTaskSchema, TrainTaskSchema, EvaluateTaskSchema]);
 export type DescribeTask = z.infer<typeof DescribeTaskSchema>;
+export type StatsTask = z.infer<typeof StatsTaskSchema>;
 export type TrainTask = z.infer<typeof TrainTaskSchema>;
 export type EvaluateTask = z.infer<typeof EvaluateTaskSchema>;
 export type Task = z.infer<typeof TaskSchema>;
 
+const roundedCounts = z.record(z.string().max(200), z.number().int().min(0)).refine((r) => Object.keys(r).length <= 100_000, 'too many entries');
 export const SchemaReportSchema = z.object({
   kind: z.enum(['csv', 'images', 'dicom']),
   label: z.string(),
-  features: z.array(z.object({ name: z.string(), type: z.enum(['number', 'category']) })).optional(),
+  features: z.array(z.object({
+    name: z.string(), type: z.enum(['number', 'category']),
+    levels: z.array(z.string().max(200)).max(10_000).optional(),
+  })).optional(),
   classes: z.array(z.string()),
   inputShape: z.array(z.number().int().min(1)),
   examplesRounded: z.number().int().min(0),
+  // Data-quality counts, all rounded like examplesRounded: they tell the researcher why a site has fewer examples.
+  skipped: z.object({ count: z.number().int().min(0), reasons: roundedCounts }).optional(),
+  missing: roundedCounts.optional(),
+  unseenLevels: roundedCounts.optional(),
+  droppedRows: z.number().int().min(0).optional(),
 });
 export type SchemaReport = z.infer<typeof SchemaReportSchema>;
 
@@ -202,6 +349,8 @@ export const EvalCountsSchema = z.object({
   histNeg: z.array(z.number().int().min(0)).max(100_000).optional(),
   /** Exact AUC on this site's own hold-out scores. */
   auc: z.number().min(0).max(1).optional(),
+  /** The site's minimum cell count: nothing it reports per site may rest on fewer cases than this. */
+  minCellCount: z.number().int().min(0).optional(),
 });
 export type EvalCounts = z.infer<typeof EvalCountsSchema>;
 
@@ -211,12 +360,25 @@ export const TrainResultSchema = z.object({
   trainLoss: z.number(),
   backend: z.string().max(32),
   durationMs: z.number().min(0),
+  /** Present when the study uses differential privacy. */
+  privacy: TrainPrivacySchema.optional(),
 });
 export type TrainResult = z.infer<typeof TrainResultSchema>;
 
 export const EvaluateResultSchema = z.object({ counts: EvalCountsSchema });
 export type EvaluateResult = z.infer<typeof EvaluateResultSchema>;
 export const DescribeResultSchema = z.object({ schema: SchemaReportSchema });
+/**
+ * One site's standardization sums as ONE numeric vector `[count_0..count_{k-1}, sum_0.., sumSq_0..]` (k = slots),
+ * so pooling is a plain vector sum and can go through secure aggregation unchanged (protocol/standardization.ts).
+ */
+export const StatsResultSchema = z.object({
+  stats: z.object({
+    slots: z.number().int().min(0).max(MAX_STATS_SLOTS),
+    vector: z.array(z.number().finite()).max(3 * MAX_STATS_SLOTS),
+  }).refine((s) => s.vector.length === 3 * s.slots, 'vector length must be 3 × slots'),
+});
+export type StatsResult = z.infer<typeof StatsResultSchema>;
 export type DescribeResult = z.infer<typeof DescribeResultSchema>;
 
 export const WireErrorSchema = z.object({

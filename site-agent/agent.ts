@@ -16,18 +16,22 @@ import type { Logger } from 'pino';
 import { CohortError, toWireError, type ErrorCode, type WireError } from '../protocol/errors.ts';
 import { SITE_NAMESPACE, type AuthAck, type ClientToServerEvents, type HelloAck, type ServerToClientEvents } from '../protocol/events.ts';
 import {
-  TaskSchema, challengeMessage, parseMessage, type DescribeResult, type EvaluateResult, type Reply, type SchemaReport,
-  type StudyManifest, type Task, type TrainResult,
+  TaskSchema, challengeMessage, parseMessage, type DescribeResult, type EvaluateResult, type Reply,
+  type StatsResult, type StudyManifest, type Task, type TrainResult,
 } from '../protocol/messages.ts';
 import { decodeTensors, encodeTensors } from '../protocol/codec.ts';
 import { weightShapes } from '../protocol/models.ts';
 import { PROTOCOL_VERSION } from '../protocol/version.ts';
 import { resolveIn, type SiteConfig } from './config.ts';
 import { publicKeyB64, type Identity } from './keys.ts';
-import { CsvSource } from './data/csv-source.ts';
-import type { DataSource } from './data/data-source.ts';
+import type { DataSource, SourceOptions } from './data/data-source.ts';
+import { openDataSource } from './data/open-source.ts';
+import { schemaReport, sourceOptionsFor, statsReply, taskData } from './data/task-data.ts';
 import { evaluate, train } from './training/trainer.ts';
 import { selectBackend } from './training/backends.ts';
+import { SiteDp } from './mods/dp.ts';
+import { trainDpSgd } from './training/dp-sgd.ts';
+import { roundCount } from './data/data-source.ts';
 
 type ClientSocket = Socket<ServerToClientEvents, ClientToServerEvents>;
 
@@ -46,7 +50,7 @@ export interface AgentOptions {
    * Where a dataset id leads. Default: the datasets registered in site.json. Simulations pass in-memory
    * partitions here so that virtual sites run this same agent code.
    */
-  sourceFor?: (dataset: string, split: { holdoutFraction: number; seed: number }) => DataSource;
+  sourceFor?: (dataset: string, split: SourceOptions) => DataSource;
   /** false: keep no ledger (virtual sites in simulations only). */
   ledger?: boolean;
 }
@@ -75,11 +79,14 @@ export class SiteAgent {
 
   private readonly approvals: Approvals;
   private readonly ledger: Ledger | undefined;
+  /** The site's own privacy accountant and budget (site-agent/mods/dp.ts). */
+  readonly dp: SiteDp;
 
   constructor(private readonly opts: AgentOptions) {
     this.ready.catch(() => undefined);
     this.approvals = new Approvals(opts.dir);
     this.ledger = opts.ledger === false ? undefined : new Ledger(join(opts.dir, 'ledger.jsonl'), opts.identity.secretKey);
+    this.dp = new SiteDp(opts.ledger === false ? undefined : opts.dir, opts.config.policy);
   }
 
   get connected(): boolean {
@@ -176,17 +183,18 @@ export class SiteAgent {
     await this.queue.catch(() => undefined);
   }
 
-  private source(dataset: string, holdoutFraction: number, seed: number): DataSource {
-    const key = `${dataset}|${holdoutFraction}|${seed}`;
+  /** The source for a task's dataset, honouring the study's declarations (cached per dataset and options). */
+  private source(dataset: string, opts: SourceOptions): DataSource {
+    const key = `${dataset}|${JSON.stringify(opts)}`;
     let s = this.sources.get(key);
     if (!s && this.opts.sourceFor) {
-      s = this.opts.sourceFor(dataset, { holdoutFraction, seed });
+      s = this.opts.sourceFor(dataset, opts);
       this.sources.set(key, s);
     }
     if (!s) {
       const cfg = this.opts.config.datasets.find((d) => d.id === dataset);
       if (!cfg) throw new CohortError('COHORT_ERR_SITE_DATASET_UNKNOWN', `this site has no dataset "${dataset}"`);
-      s = new CsvSource(resolveIn(this.opts.dir, cfg.path), cfg, { holdoutFraction, seed });
+      s = openDataSource(this.opts.dir, cfg, opts);
       this.sources.set(key, s);
     }
     return s;
@@ -205,7 +213,7 @@ export class SiteAgent {
       task = parseMessage(TaskSchema, raw, 'task');
       manifest = this.authorize(task);
       const started = Date.now();
-      const data = await this.run(task);
+      const data = await this.run(task, manifest);
       this.record(task, manifest, 'sent', data);
       log.info({ task: task.kind, studyId: task.studyId, round: task.round, ms: Date.now() - started }, 'task done');
       return { ok: true, data };
@@ -219,10 +227,12 @@ export class SiteAgent {
   }
 
   private record(task: Task, manifest: StudyManifest | undefined, outcome: 'sent' | 'refused', payload: unknown, code?: string): void {
+    const epsilonSpent = this.dp.spent(task.studyId, task.dataset, manifest);
     this.ledger?.append({
       studyId: task.studyId, round: task.round, taskId: task.taskId, kind: task.kind, outcome, bytes: wireBytes(payload),
       manifestHash: task.manifest.hash, ...(code ? { code } : {}),
-      ...(manifest ? { privacy: { secureAggregation: manifest.privacy.secureAggregation } } : {}),
+      ...(manifest ? { privacy: { secureAggregation: manifest.privacy.secureAggregation, dp: manifest.privacy.dp?.mode ?? 'none', delta: this.opts.config.policy.delta } } : {}),
+      ...(epsilonSpent !== undefined ? { epsilonSpent } : {}),
     });
   }
 
@@ -246,6 +256,7 @@ export class SiteAgent {
     const offer = { studyId: task.studyId, name: manifest.name, manifestHash: m.hash, manifest: m.raw, ...(m.researcherPublicKey ? { researcherPublicKey: m.researcherPublicKey } : {}) };
     try {
       checkManifest(policy, manifest);
+      this.dp.checkManifest(manifest);
       checkTask(policy, manifest, task);
       const decision = this.approvals.decisionFor(task.studyId, m.hash);
       if (decision?.decision === 'rejected') throw new CohortError('COHORT_ERR_SITE_STUDY_REJECTED', decision.reason ?? 'rejected by the site');
@@ -261,29 +272,34 @@ export class SiteAgent {
     }
   }
 
-  private async run(task: Task): Promise<DescribeResult | TrainResult | EvaluateResult> {
-    const src = this.source(task.dataset, task.holdoutFraction, task.seed);
-    if (task.kind === 'describe') {
-      const s = await src.describe();
-      const schema: SchemaReport = {
-        kind: s.kind, label: s.label, classes: s.classes, inputShape: s.inputShape, examplesRounded: s.examplesRounded,
-        ...(s.features ? { features: s.features.map((f) => ({ name: f.name, type: f.type })) } : {}),
-      };
-      return { schema };
-    }
+  private async run(task: Task, manifest: StudyManifest): Promise<DescribeResult | StatsResult | TrainResult | EvaluateResult> {
+    const src = this.source(task.dataset, sourceOptionsFor(task, manifest));
+    if (task.kind === 'describe') return { schema: schemaReport(await src.describe()) };
+    if (task.kind === 'stats') return statsReply(src, this.opts.config.policy.minCellCount);
     const shapes = weightShapes(task.model);
     const global = decodeTensors(task.weights, { expectShapes: shapes });
     if (task.kind === 'train') {
       const started = Date.now();
-      const data = await src.load('train');
-      const out = await train(task.model, global, data, {
-        epochs: task.localEpochs, batchSize: task.batchSize, optimizer: task.optimizer, learningRate: task.learningRate,
-        seed: task.seed + task.round,
-      });
+      const data = await taskData(src, 'train', task, manifest);
+      // Differential privacy: the site's budget is checked and charged before any training (refusal: nothing else leaves).
+      const dp = this.dp.beforeTrain(task, manifest, data.n);
+      const fit = { epochs: task.localEpochs, batchSize: task.batchSize, optimizer: task.optimizer, learningRate: task.learningRate };
+      const out = dp?.record
+        // Under record-level DP neither the training loss nor the exact count may leave: both are functions of the
+        // data that no noise protects. The count goes out rounded, as in the schema report.
+        ? { ...(await trainDpSgd(task.model, global, data, { ...fit, clip: dp.settings.clip, noiseMultiplier: dp.record.noiseMultiplier, microbatch: dp.settings.microbatch, averageIterates: dp.settings.averageIterates })), trainLoss: 0 }
+        : await train(task.model, global, data, { ...fit, seed: task.seed + task.round, ...(task.proximalMu ? { proximalMu: task.proximalMu } : {}) });
       if (!Number.isFinite(out.trainLoss)) throw new CohortError('COHORT_ERR_SITE_TRAINING_FAILED', 'training diverged (loss is not finite)');
-      return { weights: encodeTensors(out.weights), numExamples: out.numExamples, trainLoss: out.trainLoss, backend: out.backend, durationMs: Date.now() - started };
+      const released = dp ? this.dp.release(dp, global, out.weights) : undefined;
+      return {
+        weights: encodeTensors(released?.weights ?? out.weights), numExamples: dp?.record ? roundCount(out.numExamples) : out.numExamples,
+        trainLoss: out.trainLoss, backend: out.backend, durationMs: Date.now() - started, ...(released ? { privacy: released.privacy } : {}),
+      };
     }
-    const holdout = await src.load('holdout');
-    return { counts: await evaluate(task.model, global, holdout) };
+    const holdout = await taskData(src, 'holdout', task, manifest);
+    // The site's own minimum cell count, declared with the counts so the coordinator honours it for any
+    // per-site value it reports.
+    const minCellCount = this.opts.config.policy.minCellCount;
+    return { counts: { ...await evaluate(task.model, global, holdout, { minCellCount }), minCellCount } };
   }
 }

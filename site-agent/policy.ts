@@ -62,7 +62,7 @@ export function checkTask(policy: Policy, manifest: StudyManifest, task: Task): 
   if (task.seed !== manifest.seed) throw mismatch('seed');
   if (task.holdoutFraction !== manifest.evaluation.holdoutFraction) throw mismatch('hold-out fraction');
   if (task.round > manifest.training.rounds) throw mismatch('round number');
-  if (task.kind === 'describe') return;
+  if (task.kind === 'describe' || task.kind === 'stats') return;
   if (JSON.stringify(task.model.spec) !== JSON.stringify(manifest.model)) throw mismatch('model');
   // Again with the data's shape: dense templates add a Flatten before image input.
   checkLayers(policy, layerTypes(task.model.spec, task.model.inputShape));
@@ -75,6 +75,9 @@ export function checkTask(policy: Policy, manifest: StudyManifest, task: Task): 
     if (task.localEpochs !== t.localEpochs || task.batchSize !== t.batchSize || task.optimizer !== t.optimizer || task.learningRate !== t.learningRate) {
       throw mismatch('training parameters');
     }
+    // FedProx's proximal term is part of the approved training: exactly the manifest's mu, or none.
+    const mu = manifest.strategy.name === 'fedprox' && manifest.strategy.mu > 0 ? manifest.strategy.mu : undefined;
+    if ((task.proximalMu || undefined) !== mu) throw mismatch('proximal term (FedProx mu)');
     if (task.participants < policy.minSitesPerAggregate) {
       throw new CohortError('COHORT_ERR_POLICY_TOO_FEW_SITES', `this round aggregates ${task.participants} sites; site requires at least ${policy.minSitesPerAggregate}`);
     }

@@ -4,10 +4,12 @@
  */
 import { Low, Memory } from 'lowdb';
 import { JSONFile } from 'lowdb/node';
-import type { ResolvedModel, SchemaReport, StudyManifest, EvalCounts } from '../../protocol/messages.ts';
+import type { ResolvedModel, SchemaReport, Standardization, StudyManifest, EvalCounts } from '../../protocol/messages.ts';
 import type { Metrics } from '../../protocol/metrics.ts';
 import type { WireError } from '../../protocol/errors.ts';
+import type { LosoResult } from '../rounds/leave-one-site-out.ts';
 import { CohortError } from '../../protocol/errors.ts';
+import type { RoundPrivacy, StudyPrivacy } from '../privacy/study-privacy.ts';
 
 export type StudyStatus = 'created' | 'running' | 'stopped' | 'completed' | 'failed';
 
@@ -28,16 +30,26 @@ export interface StudyRecord {
   /** Set once every site's schema is checked, before round 1. */
   model?: ResolvedModel;
   schemas?: Record<string, SchemaReport>;
-  /** Latest coded refusal per site (not approved, policy breach, ...), shown to the researcher. */
-  refusals?: Record<string, { code: string; message: string; at: string }>;
+  /** Feature means and standard deviations pooled across sites before round 1 (federated standardization). */
+  standardization?: Standardization;
+  /**
+   * Latest coded refusal per site (not approved, policy breach, ...), shown to the researcher. A schema mismatch
+   * carries `details.mismatches`: each field that differs from the manifest, with what was expected and found.
+   */
+  refusals?: Record<string, { code: string; message: string; at: string; details?: Record<string, unknown> }>;
   error?: WireError;
+  /** Differential privacy: epsilon spent per site (record- and client-level apart); see coordinator/privacy. */
+  privacy?: StudyPrivacy;
+  /** Leave-one-site-out evaluation, when the manifest asks for it (coordinator/rounds/leave-one-site-out.ts). */
+  loso?: LosoResult;
 }
 
 export interface SiteFailure {
   site: string;
   code: string;
   message: string;
-  stage: 'train' | 'evaluate' | 'describe';
+  stage: 'train' | 'evaluate' | 'describe' | 'stats';
+  details?: Record<string, unknown>;
 }
 
 export interface RoundRecord {
@@ -50,10 +62,17 @@ export interface RoundRecord {
   pooled: Metrics;
   pooledCounts: EvalCounts;
   perSite: Record<string, Metrics>;
+  /**
+   * Each site's evaluation counts of the new global model on its own hold-out (cross-site evaluation), as the site
+   * sent them (already cut down to its minimum cell count); per-site metrics with intervals are computed from these.
+   */
+  perSiteCounts?: Record<string, EvalCounts>;
   /** Which tfjs backend each site trained on (tensorflow, wasm or cpu). */
   backends?: Record<string, string>;
   /** Task ids per participating site; they match the `taskId` in each site's ledger. */
   tasks?: Record<string, { train: string; evaluate?: string }>;
+  /** Differential privacy: what this round spent, per site and (client modes) at the coordinator. */
+  privacy?: RoundPrivacy;
   attempts: number;
   startedAt: string;
   completedAt: string;

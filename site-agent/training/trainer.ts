@@ -11,6 +11,7 @@ import { buildModel, getWeights, outputUnits, setWeights } from '../../protocol/
 import type { LoadedSplit } from '../data/data-source.ts';
 import { selectBackend, type BackendName } from './backends.ts';
 import { fitModel } from './fit-loop.ts';
+import { addProximalTerm } from './proximal.ts';
 
 export interface TrainOptions {
   epochs: number;
@@ -18,6 +19,8 @@ export interface TrainOptions {
   optimizer: 'adam' | 'sgd';
   learningRate: number;
   seed: number;
+  /** FedProx: adds (mu / 2) * ||w - w_global||^2 to the loss (see proximal.ts). */
+  proximalMu?: number;
 }
 
 export interface TrainOutcome {
@@ -36,8 +39,11 @@ export async function train(resolved: ResolvedModel, global: readonly Tensor[], 
   const model = buildModel(resolved, opts.seed);
   try {
     setWeights(model, global);
+    // FedProx's term is a layer loss, which the loop adds to the data loss as model.fit would.
+    const freeProximal = opts.proximalMu ? addProximalTerm(model, global, opts.proximalMu) : undefined;
     // The custom loop (fit-loop.ts) instead of model.fit: same shuffles and loss, a fraction of the per-batch cost.
     const lastLoss = await fitModel(model, resolved.numClasses, data, opts);
+    freeProximal?.();
     return { weights: getWeights(model), numExamples: data.n, trainLoss: lastLoss, backend };
   } finally {
     model.dispose();
