@@ -8,6 +8,7 @@
  *
  * Paths, each measured in its own process (tfjs's backend and kernel registry are process-wide):
  *   stock   `model.fit` on the backend as tfjs ships it (no Cohort kernels): the in-run baseline
+ *   fit     `model.fit` with Cohort's wasm kernels (wasm only): what the kernels alone give
  *   cohort  `train()` from site-agent/training/trainer.ts: what a site runs
  * PyTorch runs bench/train_torch.py under `python3` or `/usr/bin/python3`, whichever imports torch.
  * Every figure is the best of `--repeats` runs (default 3) of the same number of steps after a warm-up, so a
@@ -43,7 +44,7 @@ const MODELS: ModelCase[] = [
   { name: 'cnn64', spec: { template: 'cnn', blocks: [{ filters: 16 }, { filters: 32 }, { filters: 64 }], dense: [64] }, inputShape: [64, 64, 1], classes: 2, steps: 24, warmup: 4 },
 ];
 
-type Path = 'stock' | 'cohort';
+type Path = 'stock' | 'fit' | 'cohort';
 type Backend = 'tensorflow' | 'wasm' | 'cpu';
 
 interface Measurement {
@@ -127,7 +128,7 @@ async function worker(backend: Backend, path: Path, models: ModelCase[], repeats
   const { ModelSpecSchema } = await import('../protocol/messages.ts');
   const { selectBackend } = await import('../site-agent/training/backends.ts');
   const { train } = await import('../site-agent/training/trainer.ts');
-  if (path === 'cohort') {
+  if (path !== 'stock') {
     const got = await selectBackend(backend);
     if (got !== backend) throw new Error(`backend ${backend} does not load here (got ${got})`);
   } else {
@@ -289,7 +290,7 @@ async function main(): Promise<void> {
     await runTorchOnce();
     const modelArg = models.map((m) => m.name).join(',');
     for (const backend of backends) {
-      for (const path of ['stock', 'cohort'] as Path[]) {
+      for (const path of (backend === 'wasm' ? ['stock', 'fit', 'cohort'] : ['stock', 'cohort']) as Path[]) {
         console.error(`tfjs ${backend} ${path}`);
         const rows = await collect(process.execPath, [join(ROOT, 'bin', 'run-ts.js'), join(ROOT, 'bench', 'train.ts'), '--worker', backend, path, '--models', modelArg, '--repeats', String(repeats), ...(quick ? ['--quick'] : [])]);
         results.push(...(rows as Measurement[]));
@@ -325,7 +326,7 @@ function report(all: Measurement[], models: ModelCase[]): void {
     const torch = find(m.name, 'pytorch', 'torch')?.samplesPerSec;
     const top = Math.max(...results.filter((r) => r.model === m.name).map((r) => r.samplesPerSec ?? 0));
     for (const r of results.filter((x) => x.model === m.name)) {
-      const stock = r.path === 'cohort' ? find(m.name, r.backend, 'stock') : undefined;
+      const stock = r.path !== 'stock' && r.path !== 'torch' ? find(m.name, r.backend, 'stock') : undefined;
       const bar = r.samplesPerSec ? '#'.repeat(Math.max(1, Math.round((20 * r.samplesPerSec) / top))) : '';
       const vsTorch = r.samplesPerSec && torch && r.path !== 'torch' ? ratio(r.samplesPerSec / torch) : '';
       const vsStock = stock?.samplesPerSec && r.samplesPerSec ? `${(r.samplesPerSec / stock.samplesPerSec).toFixed(1)}x` : stock?.error ? 'stock fails' : '';
