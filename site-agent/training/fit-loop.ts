@@ -18,8 +18,9 @@ export interface FitOptions {
   learningRate: number;
   /** Seeds the shuffles (one permutation per epoch) and the dropout masks. */
   seed: number;
-  /** Force tfjs's optimizers even where the fused one runs (for the benchmark's comparison). */
+  /** Use tfjs's optimizers and ops even where Cohort's fused ones run: what the native backend does (for tests). */
   stockOptimizer?: boolean;
+  tfjsOps?: boolean;
 }
 
 /** mulberry32: a tiny seeded PRNG, enough for shuffling order (not for anything secret). */
@@ -68,7 +69,7 @@ const YIELD_MS = 40;
  * as `model.fit` reports it).
  */
 export async function fitModel(model: tf.Sequential, numClasses: number, data: LoadedSplit, opts: FitOptions): Promise<number> {
-  const graph = trainingGraph(model, numClasses);
+  const graph = trainingGraph(model, numClasses, { tfjsOps: opts.tfjsOps ?? false });
   const fused = !opts.stockOptimizer && fusedOptimizerAvailable();
   const fusedOpt = fused ? new FusedOptimizer(graph.vars, opts.optimizer, opts.learningRate) : undefined;
   const stockOpt = fused ? undefined : opts.optimizer === 'adam' ? tf.train.adam(opts.learningRate) : tf.train.sgd(opts.learningRate);

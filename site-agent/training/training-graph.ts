@@ -166,12 +166,15 @@ function layerLosses(model: tf.Sequential): tf.Scalar[] {
   return model.layers.flatMap((l) => l.calculateLosses());
 }
 
-/** Builds the training loss for `model` (a template built by protocol/models.ts) and `numClasses`. */
-export function trainingGraph(model: tf.Sequential, numClasses: number): TrainingGraph {
+/**
+ * Builds the training loss for `model` (a template built by protocol/models.ts) and `numClasses`. `tfjsOps` uses
+ * tfjs's own ops even where Cohort's fused ones run (what the native backend does; for tests).
+ */
+export function trainingGraph(model: tf.Sequential, numClasses: number, opts: { tfjsOps?: boolean } = {}): TrainingGraph {
   const units = outputUnits(numClasses);
   const vars = model.trainableWeights.map((w) => w.read() as tf.Variable);
   const inputRank = (model.inputs[0]?.shape.length ?? 2);
-  const ops = trainOpsAvailable();
+  const ops = !opts.tfjsOps && trainOpsAvailable();
   const lean = leanForward(model, inputRank, units, ops);
   const withLayerLosses = (data: tf.Scalar): tf.Scalar => layerLosses(model).reduce<tf.Scalar>((a, b) => tf.add(a, b), data);
   if (lean) {

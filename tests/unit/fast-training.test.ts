@@ -226,6 +226,39 @@ describe('local training on wasm and cpu', () => {
     cpu.weights.forEach((w, i) => expect(maxRelErr(w, wasm.weights[i]!), `weight ${i}`).toBeLessThan(2e-3));
   });
 
+  it('should train to the same weights with tfjs ops and optimizer (the native backend path) as with the fused ones', async () => {
+    const run = async (native: boolean) => {
+      await tf.setBackend('cpu');
+      const model = buildModel(resolved, 1);
+      await fitModel(model, 2, data, { ...opts, epochs: 1, stockOptimizer: native, tfjsOps: native });
+      const w = getWeights(model).map((t) => t.data);
+      model.dispose();
+      return w;
+    };
+    const fused = await run(false);
+    const native = await run(true);
+    fused.forEach((w, i) => expect(maxRelErr(w, native[i]!), `weight ${i}`).toBeLessThan(1e-3));
+  });
+
+  it.each([['cnn-small', { template: 'cnn-small' }, [8, 8, 1], 10], ['a binary cnn with dropout', { template: 'cnn', blocks: [{ filters: 3 }], dropout: 0.3 }, [6, 6, 2], 2]] as [string, unknown, number[], number][])(
+    'should give the same loss gradients with tfjs ops as with the fused ops for %s', async (_name, spec, shape, k) => {
+      await tf.setBackend('cpu');
+      const model = buildModel({ spec: ModelSpecSchema.parse(spec), inputShape: shape, numClasses: k }, 2);
+      const x = tf.tensor(randomArray(rng(4), 8 * shape.reduce((a, b) => a * b, 1)), [8, ...shape]);
+      const y = k === 2 ? tf.tensor2d([0, 1, 1, 0, 1, 0, 0, 1], [8, 1]) : tf.oneHot(tf.tensor1d([0, 1, 2, 3, 4, 5, 6, 7], 'int32'), k).toFloat();
+      const gradsOf = (tfjsOps: boolean) => tf.tidy(() => {
+        const g = trainingGraph(model, k, { tfjsOps });
+        expect(g.lean).toBe(true);
+        const { value, grads } = tf.variableGrads(() => g.loss(x, y, 7), g.vars);
+        return [value, ...g.vars.map((v) => grads[v.name]!)].map((t) => t.dataSync() as Float32Array);
+      });
+      const fused = gradsOf(false);
+      const native = gradsOf(true);
+      fused.forEach((v, i) => expect(maxRelErr(v, native[i]!), `tensor ${i}`).toBeLessThan(1e-4));
+      tf.dispose([x, y]);
+      model.dispose();
+    });
+
   it('should give identical weights when the same training runs twice, and others with another seed', async () => {
     await tf.setBackend('wasm');
     const model = buildModel(resolved, 1);
