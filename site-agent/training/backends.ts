@@ -32,12 +32,16 @@ async function tryWasm(): Promise<boolean> {
   }
 }
 
+const ORDER: readonly BackendName[] = ['tensorflow', 'wasm', 'cpu'];
+
 /**
- * Initializes tfjs once per process. `COHORT_BACKEND=tensorflow|wasm|cpu` forces one (for benchmarks and tests).
+ * Initializes tfjs once per process. `COHORT_BACKEND=tensorflow|wasm|cpu` puts one first (for benchmarks and
+ * tests); if it does not load, the usual order follows. An unknown name is ignored.
  */
 export function selectBackend(preferred = process.env.COHORT_BACKEND): Promise<BackendName> {
   chosen ??= (async (): Promise<BackendName> => {
-    const order: BackendName[] = preferred ? [preferred as BackendName] : ['tensorflow', 'wasm', 'cpu'];
+    const first = ORDER.find((b) => b === preferred);
+    const order: BackendName[] = first ? [first, ...ORDER.filter((b) => b !== first)] : [...ORDER];
     for (const name of order) {
       if (name === 'tensorflow' && (await tryNative())) return 'tensorflow';
       if (name === 'wasm' && (await tryWasm())) return 'wasm';

@@ -1,15 +1,16 @@
 /**
  * Local training and evaluation with tfjs. The model is built from the study's spec (data, never code), so the
  * weight list matches the coordinator's. Shuffling is seeded per (study, round, epoch) so a round can be
- * reproduced.
+ * reproduced; the loop itself is in fit-loop.ts.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { Tensor } from '../../protocol/codec.ts';
 import type { EvalCounts, ResolvedModel } from '../../protocol/messages.ts';
 import { DEFAULT_MIN_CELL_COUNT, HISTOGRAM_BINS, binOf, exactAuc, suppressSiteCounts } from '../../protocol/metrics.ts';
-import { buildModel, getWeights, lossName, outputUnits, setWeights } from '../../protocol/models.ts';
+import { buildModel, getWeights, outputUnits, setWeights } from '../../protocol/models.ts';
 import type { LoadedSplit } from '../data/data-source.ts';
 import { selectBackend, type BackendName } from './backends.ts';
+import { fitModel } from './fit-loop.ts';
 import { addProximalTerm } from './proximal.ts';
 
 export interface TrainOptions {
@@ -29,43 +30,8 @@ export interface TrainOutcome {
   backend: BackendName;
 }
 
-/** mulberry32: a tiny seeded PRNG, enough for shuffling order (not for anything secret). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-function permutation(n: number, seed: number): Int32Array {
-  const r = rng(seed);
-  const p = Int32Array.from({ length: n }, (_, i) => i);
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(r() * (i + 1));
-    const t = p[i]!;
-    p[i] = p[j]!;
-    p[j] = t;
-  }
-  return p;
-}
-
-function labelsTensor(data: LoadedSplit, numClasses: number, order?: Int32Array): tf.Tensor {
-  const y = order ? Float32Array.from(order, (i) => data.y[i]!) : Float32Array.from(data.y);
-  return outputUnits(numClasses) === 1 ? tf.tensor2d(y, [y.length, 1]) : tf.tensor1d(y);
-}
-
-function featuresTensor(data: LoadedSplit, order?: Int32Array): tf.Tensor {
-  const width = data.inputShape.reduce((a, b) => a * b, 1);
-  let x = data.x;
-  if (order) {
-    x = new Float32Array(data.x.length);
-    order.forEach((src, dst) => x.set(data.x.subarray(src * width, (src + 1) * width), dst * width));
-  }
-  return tf.tensor(x, [data.n, ...data.inputShape]);
+function featuresTensor(data: LoadedSplit): tf.Tensor {
+  return tf.tensor(data.x, [data.n, ...data.inputShape]);
 }
 
 export async function train(resolved: ResolvedModel, global: readonly Tensor[], data: LoadedSplit, opts: TrainOptions): Promise<TrainOutcome> {
@@ -73,19 +39,10 @@ export async function train(resolved: ResolvedModel, global: readonly Tensor[], 
   const model = buildModel(resolved, opts.seed);
   try {
     setWeights(model, global);
-    const optimizer = opts.optimizer === 'adam' ? tf.train.adam(opts.learningRate) : tf.train.sgd(opts.learningRate);
-    model.compile({ optimizer, loss: lossName(resolved.numClasses) });
+    // FedProx's term is a layer loss, which the loop adds to the data loss as model.fit would.
     const freeProximal = opts.proximalMu ? addProximalTerm(model, global, opts.proximalMu) : undefined;
-    let lastLoss = NaN;
-    for (let epoch = 0; epoch < opts.epochs; epoch++) {
-      const order = permutation(data.n, opts.seed * 1009 + epoch);
-      const x = featuresTensor(data, order);
-      const y = labelsTensor(data, resolved.numClasses, order);
-      const h = await model.fit(x, y, { epochs: 1, batchSize: opts.batchSize, shuffle: false, verbose: 0 });
-      tf.dispose([x, y]);
-      lastLoss = Number(h.history.loss?.[0] ?? NaN);
-    }
-    optimizer.dispose();
+    // The custom loop (fit-loop.ts) instead of model.fit: same shuffles and loss, a fraction of the per-batch cost.
+    const lastLoss = await fitModel(model, resolved.numClasses, data, opts);
     freeProximal?.();
     return { weights: getWeights(model), numExamples: data.n, trainLoss: lastLoss, backend };
   } finally {

@@ -10,6 +10,8 @@
  * - `MaxPoolGrad` is wrong: it starts each window's maximum at the smallest positive float instead of -infinity,
  *   so a window whose values are all <= 0 (common after batch norm, elu or tanh, and on all-zero ReLU windows)
  *   sends its gradient to element 0 of the tensor. Replaced here by a first-maximum scan (the cpu backend's rule).
+ * - `Slice` copies its whole input out of the heap before taking the slice (a batch sliced from a data set costs
+ *   the data set). Wrapped here to copy only the slice when it is contiguous.
  * - `Conv2DBackpropInput` is a scalar loop. For stride 1 it is a forward convolution of `dy` with the flipped,
  *   channel-swapped filter, which XNNPACK runs; wrapped here to do that (other strides keep the original).
  *
@@ -26,7 +28,7 @@ type DataId = TensorInfo['dataId'];
 interface WasmBackend {
   dataIdMap: { get(dataId: DataId): { memoryOffset: number } | undefined };
   wasm: { HEAPU8: Uint8Array };
-  makeOutput(shape: number[], dtype: 'float32'): TensorInfo;
+  makeOutput(shape: number[], dtype: 'float32' | 'int32'): TensorInfo;
   disposeData(dataId: DataId): boolean;
 }
 
@@ -69,7 +71,7 @@ function checkNhwc(dataFormat: unknown, kernel: string): void {
  * the patches matrix A[(i, j, ci), (n, p, q)] times dy viewed as [(n, p, q), co]. A is laid out row-major in the
  * filter's own order, so the product is already dW and the GEMM takes its fast (untransposed, XNNPACK) path.
  */
-function conv2DBackpropFilter(batchMatMul: KernelFunc): KernelFunc {
+function conv2DBackpropFilter(batchMatMul: KernelFunc, transpose: KernelFunc): KernelFunc {
   return ({ inputs, backend: b, attrs }) => {
     const backend = b as unknown as WasmBackend;
     const { x, dy } = inputs as { x: TensorInfo; dy: TensorInfo };
@@ -82,9 +84,14 @@ function conv2DBackpropFilter(batchMatMul: KernelFunc): KernelFunc {
     const left = info.padInfo.left;
     const m = n * ho * wo;
     const k = kh * kw * cin;
+    // With stride 1 along rows, channel planes ([cin, n, h, w], one transpose) make every patch row a run of
+    // contiguous floats: block copies instead of a strided gather (worth it for runs of 8 floats or more).
+    const planar = cin > 1 && sw === 1 && wo >= 8;
+    const src4 = planar ? run(transpose, backend, { x }, { perm: [3, 0, 1, 2] }) : x;
+    const [sC, sN, sH, sW] = planar ? [n * h * w, h * w, w, 1] : [1, h * w * cin, w * cin, cin];
     const patches = backend.makeOutput([1, k, m], 'float32');
     const a = heapF32(backend, patches);
-    const xs = heapF32(backend, x);
+    const xs = heapF32(backend, src4);
     for (let i = 0; i < kh; i++) {
       for (let j = 0; j < kw; j++) {
         // Output columns q whose input column q*sw + j - left lies inside the image.
@@ -102,17 +109,56 @@ function conv2DBackpropFilter(batchMatMul: KernelFunc): KernelFunc {
               }
               if (qMin > 0) a.fill(0, dst, dst + qMin);
               if (qMax < wo) a.fill(0, dst + qMax, dst + wo);
-              let src = ((b0 * h + hIn) * w + (qMin * sw + j - left)) * cin + ci;
-              const step = sw * cin;
-              for (let q = qMin; q < qMax; q++, src += step) a[dst + q] = xs[src]!;
+              let src = ci * sC + b0 * sN + hIn * sH + (qMin * sw + j - left) * sW;
+              const step = sw * sW;
+              // Long runs as one block copy; short ones element by element (a subarray per run costs more).
+              if (step === 1 && qMax - qMin >= 16) a.set(xs.subarray(src, src + qMax - qMin), dst + qMin);
+              else for (let q = qMin; q < qMax; q++, src += step) a[dst + q] = xs[src]!;
             }
           }
         }
       }
     }
+    if (src4 !== x) backend.disposeData(src4.dataId);
     const dW = run(batchMatMul, backend, { a: patches, b: { dataId: dy.dataId, shape: [1, m, cout], dtype: 'float32' } }, { transposeA: false, transposeB: false });
     backend.disposeData(patches.dataId);
     return { dataId: dW.dataId, shape: [...filterShape], dtype: 'float32' };
+  };
+}
+
+/**
+ * The same gradient as one forward convolution, which XNNPACK runs without materialising patches:
+ * dW[i, j, ci, co] = sum over (p, q, n) of x'[ci, i + p*sh - top, j + q*sw - left, n] * dy'[p, q, n, co], with
+ * x' = x transposed to [cin, h, w, n] and dy' = dy transposed to [ho, wo, n, cout]: a convolution of x' with the
+ * "filter" dy', dilated by the stride, whose [cin, kh, kw, cout] output is transposed back. It moves x and dy once
+ * each instead of writing kh*kw copies of x. Shapes whose padding would have to be negative (input rows the
+ * forward pass never read) take the im2col path, and so do few input channels (a first layer), where im2col's
+ * copies are fewer than the transposes' (measured on the bench:train shapes).
+ */
+function conv2DBackpropFilterByConv(conv2D: KernelFunc, transpose: KernelFunc, im2col: KernelFunc): KernelFunc {
+  return (args) => {
+    const backend = args.backend as unknown as WasmBackend;
+    const { x, dy } = args.inputs as { x: TensorInfo; dy: TensorInfo };
+    const { strides, pad, dataFormat, dimRoundingMode, filterShape } = args.attrs as unknown as tf.Conv2DBackpropFilterAttrs;
+    checkNhwc(dataFormat, 'Conv2DBackpropFilter');
+    const info = convInfo(x.shape, filterShape, strides, pad as Pad, dimRoundingMode);
+    const { inHeight: h, inWidth: w, outHeight: ho, outWidth: wo, filterHeight: kh, filterWidth: kw, strideHeight: sh, strideWidth: sw } = info;
+    const top = info.padInfo.top;
+    const left = info.padInfo.left;
+    const bottom = kh - h - top + (ho - 1) * sh;
+    const right = kw - w - left + (wo - 1) * sw;
+    // im2col writes kh*kw*cin floats per output position, the transposes about cin + cout: take the cheaper one.
+    const im2colCheaper = kh * kw * info.inChannels <= 2 * (info.inChannels + info.outChannels);
+    if (bottom < 0 || right < 0 || im2colCheaper) return im2col(args);
+    const xT = run(transpose, backend, { x }, { perm: [3, 1, 2, 0] });
+    const dyT = run(transpose, backend, { x: dy }, { perm: [1, 2, 0, 3] });
+    const explicit: ExplicitPad = [[0, 0], [top, bottom], [left, right], [0, 0]];
+    const r = run(conv2D, backend, { x: xT, filter: dyT }, { strides: 1, dilations: [sh, sw], pad: explicit, dataFormat: 'NHWC' });
+    backend.disposeData(xT.dataId);
+    backend.disposeData(dyT.dataId);
+    const dW = run(transpose, backend, { x: r }, { perm: [1, 2, 0, 3] });
+    backend.disposeData(r.dataId);
+    return dW;
   };
 }
 
@@ -179,6 +225,28 @@ function conv2DBackpropInputFast(original: KernelFunc, conv2D: KernelFunc): Kern
 
 // ---------------------------------------------------------------- MaxPoolGrad
 
+/** The common 2x2, stride-2, unpadded pool: four candidates per output, first maximum wins. */
+function maxPool2x2Grad(xs: Float32Array, dys: Float32Array, dx: Float32Array, n: number, h: number, w: number, c: number, ho: number, wo: number): void {
+  const row = w * c;
+  for (let b0 = 0; b0 < n; b0++) {
+    for (let p = 0; p < ho; p++) {
+      for (let q = 0; q < wo; q++) {
+        const a = ((b0 * h + 2 * p) * w + 2 * q) * c;
+        const g = ((b0 * ho + p) * wo + q) * c;
+        for (let ch = 0; ch < c; ch++) {
+          const i0 = a + ch, i1 = i0 + c, i2 = i0 + row, i3 = i2 + c;
+          let at = -1, best = -Infinity;
+          if (xs[i0]! > best) { best = xs[i0]!; at = i0; }
+          if (xs[i1]! > best) { best = xs[i1]!; at = i1; }
+          if (xs[i2]! > best) { best = xs[i2]!; at = i2; }
+          if (xs[i3]! > best) at = i3;
+          if (at >= 0) dx[at] = dys[g + ch]!;
+        }
+      }
+    }
+  }
+}
+
 /** dx gets each window's dy at the window's first maximum (as the cpu backend does); padding never wins. */
 const maxPoolGrad: KernelFunc = ({ inputs, backend: b, attrs }) => {
   const backend = b as unknown as WasmBackend;
@@ -194,6 +262,10 @@ const maxPoolGrad: KernelFunc = ({ inputs, backend: b, attrs }) => {
   const xs = heapF32(backend, input);
   const dys = heapF32(backend, dy);
   dx.fill(0);
+  if (fh === 2 && fw === 2 && sh === 2 && sw === 2 && top === 0 && left === 0 && 2 * ho <= h && 2 * wo <= w) {
+    maxPool2x2Grad(xs, dys, dx, n, h, w, c, ho, wo);
+    return out;
+  }
   const best = new Float32Array(c);
   const at = new Int32Array(c);
   for (let b0 = 0; b0 < n; b0++) {
@@ -225,12 +297,33 @@ const maxPoolGrad: KernelFunc = ({ inputs, backend: b, attrs }) => {
   return out;
 };
 
+// ---------------------------------------------------------------- Slice
+
+/** A contiguous slice (leading rows of a tensor, the usual batch) is one copy within the heap. */
+function sliceFast(original: KernelFunc): KernelFunc {
+  return (args) => {
+    const backend = args.backend as unknown as WasmBackend;
+    const { x } = args.inputs as { x: TensorInfo };
+    const { begin, size } = args.attrs as unknown as { begin: number | number[]; size?: number | number[] };
+    if (x.dtype !== 'float32' && x.dtype !== 'int32') return original(args);
+    const [b, sz] = tf.slice_util.parseSliceParams(x as unknown as tf.Tensor, begin, size) as [number[], number[]];
+    if (!tf.slice_util.isSliceContinous(x.shape, b, sz)) return original(args);
+    const offset = tf.slice_util.computeFlatOffset(b, tf.util.computeStrides(x.shape));
+    const count = sz.reduce((p, q) => p * q, 1);
+    const out = backend.makeOutput(sz, x.dtype as 'float32');
+    const from = backend.dataIdMap.get(x.dataId)!.memoryOffset + offset * 4;
+    const to = backend.dataIdMap.get(out.dataId)!.memoryOffset;
+    backend.wasm.HEAPU8.copyWithin(to, from, from + count * 4);
+    return out;
+  };
+}
+
 // ---------------------------------------------------------------- registration
 
 let installed = false;
 
 /** Kernel names this module registers or wraps on the wasm backend. */
-export const WASM_TRAINING_KERNELS = ['Conv2DBackpropFilter', 'MaxPoolGrad', 'BatchMatMul', 'Conv2DBackpropInput'] as const;
+export const WASM_TRAINING_KERNELS = ['Conv2DBackpropFilter', 'MaxPoolGrad', 'BatchMatMul', 'Conv2DBackpropInput', 'Slice'] as const;
 
 /**
  * Registers the missing gradient kernels and the fast-path wrappers on the wasm backend. Call once the wasm
@@ -247,9 +340,12 @@ export function installWasmTrainingKernels(): void {
     tf.registerKernel(config);
   };
   if (!tf.getKernel('Conv2DBackpropFilter', 'wasm')) {
-    tf.registerKernel({ kernelName: 'Conv2DBackpropFilter', backendName: 'wasm', kernelFunc: conv2DBackpropFilter(batchMatMul) });
+    const im2col = conv2DBackpropFilter(batchMatMul, transpose);
+    const kernelFunc = process.env.COHORT_WASM_FILTER_GRAD === 'im2col' ? im2col : conv2DBackpropFilterByConv(conv2D, transpose, im2col);
+    tf.registerKernel({ kernelName: 'Conv2DBackpropFilter', backendName: 'wasm', kernelFunc });
   }
   replace({ kernelName: 'MaxPoolGrad', backendName: 'wasm', kernelFunc: maxPoolGrad });
+  replace({ kernelName: 'Slice', backendName: 'wasm', kernelFunc: sliceFast(kernelFuncOf('Slice')) });
   replace({ kernelName: 'BatchMatMul', backendName: 'wasm', kernelFunc: batchMatMulFast(batchMatMul, transpose) });
   replace({ kernelName: 'Conv2DBackpropInput', backendName: 'wasm', kernelFunc: conv2DBackpropInputFast(backpropInput, conv2D) });
   installed = true;

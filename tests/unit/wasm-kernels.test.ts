@@ -69,6 +69,10 @@ const convCases: ConvCase[] = [
   { n: 2, h: 6, w: 6, cin: 3, cout: 2, kh: 1, kw: 1, stride: 1, pad: 'valid' },
   { n: 2, h: 7, w: 6, cin: 2, cout: 3, kh: 3, kw: 3, stride: 1, pad: [[0, 0], [2, 1], [0, 2], [0, 0]] },
   { n: 2, h: 5, w: 5, cin: 2, cout: 2, kh: 2, kw: 2, stride: 1, pad: [[0, 0], [3, 0], [0, 3], [0, 0]] },
+  // Few input channels, long rows: the filter gradient's im2col path with channel planes.
+  { n: 2, h: 10, w: 12, cin: 2, cout: 16, kh: 3, kw: 3, stride: 1, pad: 'same' },
+  // Rows the forward pass never reads (10 - 3 is odd): the filter gradient takes its im2col path.
+  { n: 2, h: 10, w: 9, cin: 2, cout: 3, kh: 3, kw: 3, stride: 2, pad: 'valid' },
 ];
 const label = (c: ConvCase) => `${c.n}x${c.h}x${c.w}x${c.cin} k${c.kh}x${c.kw}x${c.cout} stride ${String(c.stride)} pad ${JSON.stringify(c.pad)}`;
 
@@ -106,6 +110,13 @@ describe('wasm training kernels against the cpu backend', () => {
     const a = randomArray(r, as.reduce((p, q) => p * q, 1));
     const b = randomArray(r, bs.reduce((p, q) => p * q, 1));
     await expectSame(() => tf.matMul(tf.tensor(a, as), tf.tensor(b, bs), ta, tb));
+  });
+
+  it.each([
+    [[10, 3], [2, 0], [5, 3]], [[10, 3], [0, 1], [10, 2]], [[4, 3, 2], [1, 0, 0], [2, 3, 2]], [[4, 3, 2], [1, 1, 0], [2, 2, 1]], [[6], [2], [3]],
+  ] as [number[], number[], number[]][])('should give the cpu slice of a %j tensor when slicing from %j, size %j', async (shape, begin, size) => {
+    const x = randomArray(rng(shape.length), shape.reduce((a, b) => a * b, 1));
+    await expectSame(() => [tf.slice(tf.tensor(x, shape), begin, size), tf.slice(tf.tensor(Int32Array.from(x, (v) => Math.round(v * 100)), shape, 'int32'), begin, size).toFloat()]);
   });
 
   // Halves of ReLU output: all-zero windows and ties, where the first maximum must win (as on cpu).
