@@ -62,6 +62,12 @@ export const ERRORS = {
   COHORT_ERR_DATA_SCHEMA: { http: 422, message: 'data does not match its declared schema' },
   // models
   COHORT_ERR_MODEL_SPEC_INVALID: { http: 400, message: 'model specification is invalid' },
+  // transport security (TLS)
+  COHORT_ERR_TLS_UNTRUSTED: { http: 502, message: 'the coordinator TLS certificate is not trusted' },
+  COHORT_ERR_TLS_CONFIG: { http: 500, message: 'TLS certificate, key or CA file is missing or invalid' },
+  // shared store (coordinator replicas)
+  COHORT_ERR_STORE_UNAVAILABLE: { http: 503, message: 'the coordinator store could not complete the write' },
+  COHORT_ERR_STORE_REPLICA_MISMATCH: { http: 500, message: 'this replica has another coordinator identity than the shared store' },
   // generic
   COHORT_ERR_SERVER_INTERNAL: { http: 500, message: 'internal error' },
 } as const satisfies Record<string, { http: number; message: string }>;
