@@ -189,7 +189,13 @@ export class SocketTransport implements Transport {
       room.emit('task', task, (err, replies) => {
         if (replies?.[0]) finish(replies[0]);
         else if (err) finish({ ok: false, error: { code: 'COHORT_ERR_PROTOCOL_TIMEOUT', message: `no reply within ${timeoutMs} ms` } });
-        else finish({ ok: false, error: { code: 'COHORT_ERR_PROTOCOL_DISCONNECTED', message: 'site is not connected' } });
+        else {
+          // No replica holds the site any more (its replica died, say): forget it now rather than at the next
+          // refresh, so the runner waits for it to come back instead of sending into the void again.
+          if (this.remote.delete(siteId)) this.changed();
+          void this.refreshRemote();
+          finish({ ok: false, error: { code: 'COHORT_ERR_PROTOCOL_DISCONNECTED', message: 'site is not connected' } });
+        }
       });
     });
   }
