@@ -131,7 +131,8 @@ example(site.command('init')
   .option('--dataset <id>', 'register a CSV dataset under this id')
   .option('--csv <path>', 'the CSV file for --dataset')
   .option('--label <column>', 'the label column for --dataset')
-  .action(async (o: { dir: string; name: string; coordinator: string; token?: string; dataset?: string; csv?: string; label?: string }) => {
+  .option('--ca-file <pem>', "CA that signed the coordinator's TLS certificate (a private CA); kept in site.json")
+  .action(async (o: { dir: string; name: string; coordinator: string; token?: string; dataset?: string; csv?: string; label?: string; caFile?: string }) => {
     const r = await siteInit(o);
     console.log(`site initialised: ${r.configFile}\nsite public key: ${r.publicKey}`);
     if (r.siteId) console.log(`enrolled as ${r.siteId}; coordinator key pinned (fingerprint ${r.coordinatorFingerprint})`);
