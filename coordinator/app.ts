@@ -129,6 +129,7 @@ export async function createCoordinator(opts: CoordinatorOptions): Promise<Coord
     await store.sync().catch(() => undefined);
     if (typeof token === 'string' && lookupApiToken(store, token)) return next();
     limiter.fail(socket.handshake.address);
+    log.warn({ code: token ? 'COHORT_ERR_AUTH_TOKEN_INVALID' : 'COHORT_ERR_AUTH_TOKEN_MISSING', remote: socket.handshake.address }, 'live events authentication failed');
     next(new Error(token ? 'COHORT_ERR_AUTH_TOKEN_INVALID' : 'COHORT_ERR_AUTH_TOKEN_MISSING'));
   });
   const emit = (e: StudyEvent) => events.emit('event', e);
