@@ -5,7 +5,7 @@
 import { mkdirSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import { Server } from 'socket.io';
 import type { Logger } from 'pino';
 import { makeLogger } from '../protocol/logging.ts';
@@ -102,6 +102,11 @@ export async function createCoordinator(opts: CoordinatorOptions): Promise<Coord
     loggerInstance: log.child({ component: 'http' }, { level: 'warn' }) as FastifyBaseLogger, bodyLimit: 1024 * 1024,
     ...(opts.tls ? { https: { cert: opts.tls.cert, key: opts.tls.key } } : {}),
     ...(opts.trustProxy ? { trustProxy: true } : {}),
+    // The router's own refusals (a malformed URL, a path parameter over 100 characters) carry a code too.
+    frameworkErrors: (err, _req, reply) => {
+      const status = err.statusCode ?? 400;
+      void (reply as unknown as FastifyReply).status(status).send({ error: { code: status === 414 ? 'COHORT_ERR_PROTOCOL_TOO_LARGE' : 'COHORT_ERR_PROTOCOL_MALFORMED', message: err.message.slice(0, 200) } });
+    },
   }) as unknown as FastifyInstance;
   let redis: RedisLink | undefined;
   if (opts.redisUrl) {
@@ -148,7 +153,7 @@ export async function createCoordinator(opts: CoordinatorOptions): Promise<Coord
     const e = err as { statusCode?: number; code?: string; message?: string };
     if (e.statusCode && e.statusCode < 500) {
       // fastify's own refusals (bad JSON, body too large): keep them coded.
-      const code = e.statusCode === 413 ? 'COHORT_ERR_TENSOR_TOO_LARGE' : 'COHORT_ERR_PROTOCOL_MALFORMED';
+      const code = e.statusCode === 413 ? 'COHORT_ERR_PROTOCOL_TOO_LARGE' : 'COHORT_ERR_PROTOCOL_MALFORMED';
       void reply.status(e.statusCode).send({ error: { code, message: e.message ?? ERRORS[code].message } });
       return;
     }

@@ -12,6 +12,7 @@ export const ERRORS = {
   COHORT_ERR_PROTOCOL_REPLAY: { http: 409, message: 'message replayed or out of order' },
   COHORT_ERR_PROTOCOL_TIMEOUT: { http: 504, message: 'peer did not answer before the deadline' },
   COHORT_ERR_PROTOCOL_DISCONNECTED: { http: 503, message: 'peer disconnected' },
+  COHORT_ERR_PROTOCOL_TOO_LARGE: { http: 413, message: 'request body or message exceeds the size limit' },
   // tensor codec
   COHORT_ERR_TENSOR_MALFORMED: { http: 400, message: 'tensor frame could not be decoded' },
   COHORT_ERR_TENSOR_TOO_LARGE: { http: 413, message: 'tensor frame exceeds the size limit' },
@@ -27,6 +28,7 @@ export const ERRORS = {
   COHORT_ERR_AUTH_TOKEN_INVALID: { http: 401, message: 'token is unknown, revoked or expired' },
   COHORT_ERR_AUTH_FORBIDDEN: { http: 403, message: 'token lacks the role this needs' },
   COHORT_ERR_AUTH_RATE_LIMITED: { http: 429, message: 'too many failed authentications' },
+  COHORT_ERR_AUTH_TOKEN_UNKNOWN: { http: 404, message: 'no token with that id' },
   COHORT_ERR_AUTH_ENROLLMENT_TOKEN: { http: 401, message: 'enrollment token is unknown, used or expired' },
   COHORT_ERR_AUTH_COORDINATOR_MISMATCH: { http: 401, message: 'coordinator identity does not match the pinned key' },
   // studies

@@ -99,7 +99,7 @@ export const ops = {
 
   revokeToken: (id: string): Operation<void> => (d, touch) => {
     const t = d.tokens.find((x) => x.id === id);
-    if (!t) return;
+    if (!t) throw new CohortError('COHORT_ERR_AUTH_TOKEN_UNKNOWN', `no token ${id}`);
     t.revokedAt ??= new Date().toISOString();
     touch('token', id);
   },

@@ -232,9 +232,13 @@ export class SocketTransport implements Transport {
       if (disconnect) setTimeout(() => socket.disconnect(true), 50);
     };
 
-    socket.onAny((event: string) => {
+    socket.onAny((event: unknown, ...args: unknown[]) => {
       if (event !== 'hello' && event !== 'auth') {
-        this.log.warn({ code: 'COHORT_ERR_PROTOCOL_UNKNOWN_EVENT', remote, event: event.slice(0, 64) }, 'unknown event from site');
+        const name = typeof event === 'string' ? event.slice(0, 64) : typeof event;
+        this.log.warn({ code: 'COHORT_ERR_PROTOCOL_UNKNOWN_EVENT', remote, event: name }, 'unknown event from site');
+        // A sender that asked for an answer gets a coded one, as for every other refusal.
+        const ack = args.at(-1);
+        if (typeof ack === 'function') ack({ ok: false, error: { code: 'COHORT_ERR_PROTOCOL_UNKNOWN_EVENT', message: `unknown event ${name}` } });
       }
     });
 
