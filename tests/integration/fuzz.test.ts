@@ -25,9 +25,9 @@ import type { Coordinator } from '../../coordinator/app.ts';
 import type { StoreData } from '../../coordinator/store/store.ts';
 
 const b64 = (u: Uint8Array) => Buffer.from(u).toString('base64');
-const SOCKET_MESSAGES = Number(process.env.COHORT_FUZZ_SOCKET ?? 3000);
-const REST_REQUESTS = Number(process.env.COHORT_FUZZ_REST ?? 1200);
-const RAW_CONNECTIONS = Number(process.env.COHORT_FUZZ_RAW ?? 160);
+const SOCKET_MESSAGES = Number(process.env.COHORT_FUZZ_SOCKET ?? 2000);
+const REST_REQUESTS = Number(process.env.COHORT_FUZZ_REST ?? 1000);
+const RAW_CONNECTIONS = Number(process.env.COHORT_FUZZ_RAW ?? 120);
 
 /** Enrolls a hand-driven site through the REST API (a real signed enrollment) and returns its keys. */
 async function enrollKeys(url: string, name: string): Promise<nacl.SignKeyPair> {
