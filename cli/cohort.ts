@@ -45,7 +45,8 @@ example(program.command('coordinator')
   .option('--store <url>', 'postgres://... : shared PostgreSQL store for several replicas (or COHORT_STORE_URL); default: lowdb in --data-dir')
   .option('--redis <url>', 'redis://... : socket.io Redis adapter, so replicas share sites (or COHORT_REDIS_URL)')
   .option('--trust-proxy', 'behind a load balancer: take client addresses from X-Forwarded-For (rate limits)')
-  .action(async (o: { dataDir: string; host: string; port: string; enrollment: 'open' | 'token'; tlsCert?: string; tlsKey?: string; store?: string; redis?: string; trustProxy?: boolean }) => {
+  .option('--auth-failures-per-minute <n>', 'failed authentications per client address per minute before it is refused', '20')
+  .action(async (o: { dataDir: string; host: string; port: string; enrollment: 'open' | 'token'; tlsCert?: string; tlsKey?: string; store?: string; redis?: string; trustProxy?: boolean; authFailuresPerMinute: string }) => {
     if (Boolean(o.tlsCert) !== Boolean(o.tlsKey)) throw new CohortError('COHORT_ERR_TLS_CONFIG', '--tls-cert and --tls-key go together');
     const storeUrl = o.store ?? process.env.COHORT_STORE_URL;
     const redisUrl = o.redis ?? process.env.COHORT_REDIS_URL;
@@ -56,6 +57,7 @@ example(program.command('coordinator')
       ...(storeUrl ? { storeUrl } : {}),
       ...(redisUrl ? { redisUrl } : {}),
       ...(o.trustProxy ? { trustProxy: true } : {}),
+      authFailuresPerMinute: Number(o.authFailuresPerMinute),
     });
     const url = await c.start();
     if (c.initialAdminToken) {
