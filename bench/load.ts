@@ -5,7 +5,10 @@
  *
  * COHORT_LOAD_AGENTS (200), COHORT_LOAD_BASELINE (10), COHORT_LOAD_ROUNDS (5), COHORT_LOAD_WORKERS (4).
  */
+import { cpus } from 'node:os';
 import { runLoad, type LoadResult } from '../tests/load/load-run.ts';
+
+const coreCount = () => cpus().length;
 
 const agents = Number(process.env.COHORT_LOAD_AGENTS ?? 200);
 const baselineAgents = Number(process.env.COHORT_LOAD_BASELINE ?? 10);
@@ -17,8 +20,8 @@ console.log(`# load: ${baselineAgents} agents (baseline), then ${agents} agents;
 const base = await runLoad({ agents: baselineAgents, workers: Math.min(workers, baselineAgents), rounds, onProgress: say });
 const big = await runLoad({ agents, workers, rounds, onProgress: say });
 
-const row = (r: LoadResult) => `${String(r.agents).padStart(6)}  ${r.status.padEnd(9)}  ${String(r.p50).padStart(8)}  ${String(r.p95).padStart(8)}  ${String(r.rssBeforeMB).padStart(9)}  ${String(r.peakRssMB).padStart(9)}  ${String(r.peakHeapMB).padStart(9)}  ${String(r.connectMs).padStart(9)}  ${Math.min(...r.participants)}`;
-console.log('\nagents  status     p50 (ms)  p95 (ms)  RSS0 (MB)  peak RSS   peak heap  connect ms  min participants');
+const row = (r: LoadResult) => `${String(r.agents).padStart(6)}  ${r.status.padEnd(9)}  ${String(r.p50).padStart(8)}  ${String(r.p95).padStart(8)}  ${String(r.rssBeforeMB).padStart(9)}  ${String(r.peakRssMB).padStart(9)}  ${String(r.peakHeapMB).padStart(9)}  ${String(r.connectMs).padStart(9)}  ${String(Math.min(...r.participants)).padStart(16)}  ${Math.round(r.coordinatorCpuShare * 100)}%`;
+console.log('\nagents  status     p50 (ms)  p95 (ms)  RSS0 (MB)  peak RSS   peak heap  connect ms  min participants  coordinator CPU');
 console.log(row(base));
 console.log(row(big));
 const ratio = (a: number, b: number) => (b > 0 ? (a / b).toFixed(2) : 'n/a');
@@ -28,5 +31,6 @@ const max = Math.max(...big.roundMs, ...base.roundMs);
 console.log('\nround latency per round (each # is', Math.round(max / 40), 'ms):');
 base.roundMs.forEach((ms, i) => console.log(`  ${String(baselineAgents).padStart(3)} agents r${i + 1} ${bar(ms, max)} ${ms}`));
 big.roundMs.forEach((ms, i) => console.log(`  ${String(agents).padStart(3)} agents r${i + 1} ${bar(ms, max)} ${ms}`));
-console.log(`\nRESULT load agents=${agents} status=${big.status} p50_ms=${big.p50} p95_ms=${big.p95} peak_rss_mb=${big.peakRssMB} peak_heap_mb=${big.peakHeapMB} p50_ratio_vs_${baselineAgents}=${ratio(big.p50, base.p50)}`);
+console.log(`(coordinator CPU: its CPU time over the study's wall time; the rest of the round is the agents training on the same ${coreCount()} cores)`);
+console.log(`\nRESULT load agents=${agents} status=${big.status} p50_ms=${big.p50} p95_ms=${big.p95} peak_rss_mb=${big.peakRssMB} peak_heap_mb=${big.peakHeapMB} coordinator_cpu=${Math.round(big.coordinatorCpuShare * 100)}% p50_ratio_vs_${baselineAgents}=${ratio(big.p50, base.p50)}`);
 if (big.status !== 'completed' || base.status !== 'completed') process.exitCode = 1;

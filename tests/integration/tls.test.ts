@@ -8,7 +8,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { agentFor, json, makeSite, rememberCa, runStudy, startCoordinator, tempDir, wdbcManifest, type TestSite } from '../helpers/cluster.ts';
 import { makeCa, makeServerCert, writePem, type Ca } from '../helpers/tls-certs.ts';
-import { startSiteProcess, type Proc } from '../helpers/processes.ts';
+import { BIN, startCoordinatorProcess, startSiteProcess, type Proc } from '../helpers/processes.ts';
+import { spawnSync } from 'node:child_process';
+import { newToken } from '../../coordinator/auth.ts';
 import { splitCsvForSites, WDBC } from '../../cli/demo.ts';
 import { checkTls } from '../../coordinator/tls.ts';
 import { siteInit } from '../../cli/site-commands.ts';
@@ -21,6 +23,8 @@ describe('TLS between sites and the coordinator', () => {
   let dir: string;
   let coordinator: Coordinator;
   let url: string;
+  let coordLog: { text(): string };
+  let serverKey: string;
   const sites: TestSite[] = [];
   const procs: Proc[] = [];
   const parts = splitCsvForSites(WDBC, 2);
@@ -29,7 +33,8 @@ describe('TLS between sites and the coordinator', () => {
     [ca, otherCa] = await Promise.all([makeCa('Cohort Test CA'), makeCa('Some Other CA')]);
     dir = tempDir('cohort-tls-');
     const server = await makeServerCert(ca);
-    ({ coordinator, url } = await startCoordinator({ tls: server }));
+    serverKey = server.key;
+    ({ coordinator, url, log: coordLog } = await startCoordinator({ tls: server }));
     rememberCa(url, ca.pem);
   });
   afterAll(async () => {
@@ -56,6 +61,25 @@ describe('TLS between sites and the coordinator', () => {
     const res = await runStudy(url, wdbcManifest({ training: { rounds: 2, localEpochs: 1, batchSize: 32, optimizer: 'adam', learningRate: 0.05 } }));
     expect(res.study.status).toBe('completed');
     expect(res.rounds.at(-1)!.participants.sort()).toEqual(['Site 1', 'Site 2']);
+    // The TLS private key never reaches a log.
+    const keyBody = serverKey.split('\n').filter((l) => l && !l.startsWith('-----')).join('');
+    expect(coordLog.text()).not.toContain(keyBody.slice(10, 40));
+  });
+
+  it('should serve HTTPS from the CLI with --tls-cert/--tls-key and refuse a mismatched key with COHORT_ERR_TLS_CONFIG', async () => {
+    const good = await makeServerCert(ca);
+    const other = await makeServerCert(ca);
+    const cert = writePem(dir, 'cli-cert.pem', good.cert);
+    const admin = newToken('cht');
+    const p = await startCoordinatorProcess(tempDir('cohort-tls-cli-'), { adminToken: admin, args: ['--tls-cert', cert, '--tls-key', writePem(dir, 'cli-key.pem', good.key)] });
+    procs.push(p);
+    expect(p.url.startsWith('https://')).toBe(true);
+    rememberCa(p.url, ca.pem);
+    expect((await json<{ ok: boolean }>(p.url, '/healthz')).body.ok).toBe(true);
+    const bad = spawnSync(process.execPath, [BIN, 'coordinator', '--data-dir', tempDir('cohort-tls-bad-'), '--port', '0', '--tls-cert', cert, '--tls-key', writePem(dir, 'other-key.pem', other.key)], { encoding: 'utf8', timeout: 60_000 });
+    expect(bad.status).toBe(3);
+    expect(bad.stderr).toContain('COHORT_ERR_TLS_CONFIG');
+    expect(bad.stderr).not.toContain('PRIVATE KEY');
   });
 
   it('should refuse a coordinator certificate from another CA with COHORT_ERR_TLS_UNTRUSTED, at enrollment and at connection', async () => {

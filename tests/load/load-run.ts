@@ -29,6 +29,8 @@ export interface LoadResult {
   rssBeforeMB: number;
   peakRssMB: number;
   peakHeapMB: number;
+  /** CPU time this process (the coordinator) used during the study, as a share of the study's wall time. */
+  coordinatorCpuShare: number;
 }
 
 export const percentile = (xs: readonly number[], p: number): number => {
@@ -92,6 +94,8 @@ export async function runLoad(o: { agents: number; workers: number; rounds: numb
     const rssBefore = process.memoryUsage().rss;
     let peakRss = rssBefore;
     let peakHeap = process.memoryUsage().heapUsed;
+    const cpu0 = process.cpuUsage();
+    const wall0 = Date.now();
     const sampler = setInterval(() => {
       const m = process.memoryUsage();
       peakRss = Math.max(peakRss, m.rss);
@@ -112,12 +116,14 @@ export async function runLoad(o: { agents: number; workers: number; rounds: numb
         last = done;
       }, 250);
       const final: StudyStatusBody = await waitForEnd(c.url, id, 900_000).finally(() => clearInterval(progress));
+      const cpu = process.cpuUsage(cpu0);
+      const coordinatorCpuShare = Math.round(((cpu.user + cpu.system) / 1000 / (Date.now() - wall0)) * 100) / 100;
       const records = c.coordinator.store.listRounds(id);
       const roundMs = records.map((r) => r.durationMs);
       return {
         agents: o.agents, workers: o.workers, rounds: o.rounds, status: final.study.status, roundMs, p50: percentile(roundMs, 50), p95: percentile(roundMs, 95),
         participants: records.map((r) => r.participants.length), enrollMs, connectMs,
-        rssBeforeMB: mb(rssBefore), peakRssMB: mb(peakRss), peakHeapMB: mb(peakHeap),
+        rssBeforeMB: mb(rssBefore), peakRssMB: mb(peakRss), peakHeapMB: mb(peakHeap), coordinatorCpuShare,
       };
     } finally {
       clearInterval(sampler);
