@@ -1,7 +1,7 @@
 /**
  * `cohort`: one binary, subcommands for every user. Run `cohort <command> --help` for details and an example.
  */
-import { mkdirSync, writeFileSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import { createCoordinator } from '../coordinator/app.ts';
@@ -12,7 +12,8 @@ import { Approvals } from '../site-agent/approvals.ts';
 import { loadSiteConfig, resolveIn } from '../site-agent/config.ts';
 import { loadIdentity } from '../site-agent/keys.ts';
 import { readLedger, verifyLedger } from '../site-agent/ledger.ts';
-import { api, apiBytes, ApiError } from './http.ts';
+import { api, ApiError } from './http.ts';
+import { downloadModel } from './study-model.ts';
 import { createResearcherKey, loadResearcherKey, signedStudyRequest } from './researcher.ts';
 import { siteInit, siteRun } from './site-commands.ts';
 import { watchStudy } from './watch.ts';
@@ -246,18 +247,15 @@ example(study.command('status')
     await watchStudy(o.coordinator, id, { watch: o.watch ?? false, json: o.json ?? false, token: tokenOf(o) });
   }), 'cohort study status study-1a2b3c4d --watch');
 example(study.command('model')
-  .description('download the global model (tfjs layers format: model.json + weights.bin)')
+  .description('download the global model (tfjs layers: model.json + weights.bin) and its model card (model-card.json, MODEL_CARD.md)')
   .argument('<id>', 'study id')
   .requiredOption('--out <dir>', 'output directory')
   .addOption(coordinatorOpt()).addOption(tokenOpt())
   .action(async (id: string, o: Remote & { out: string }) => {
-    const base = `/api/studies/${encodeURIComponent(id)}/model`;
-    const modelJson = await api<Record<string, unknown>>(o.coordinator, `${base}/model.json`, { token: tokenOf(o) });
-    const weights = await apiBytes(o.coordinator, `${base}/weights.bin`, tokenOf(o));
-    mkdirSync(o.out, { recursive: true });
-    writeFileSync(join(o.out, 'model.json'), JSON.stringify(modelJson, null, 2));
-    writeFileSync(join(o.out, 'weights.bin'), weights);
-    console.log(`wrote ${join(o.out, 'model.json')} and weights.bin (${weights.byteLength} bytes)`);
+    const r = await downloadModel(o.coordinator, id, o.out, tokenOf(o));
+    console.log(`wrote ${r.files.join(', ')} (weights ${r.weightBytes} bytes)`);
+    const auc = r.card.evaluation.final?.pooled.auc;
+    if (auc) console.log(`round ${r.card.model.round}: pooled hold-out AUC ${auc.value.toFixed(3)} (95% CI ${auc.lower.toFixed(3)}-${auc.upper.toFixed(3)}) over ${r.card.sites.length} sites`);
   }), 'cohort study model study-1a2b3c4d --out ./model');
 
 example(program.command('demo')
@@ -266,9 +264,11 @@ example(program.command('demo')
   .option('--sites <n>', 'site agents', '3')
   .option('--dir <dir>', 'working directory (default: a fresh temporary one)')
   .option('--keep', 'keep the coordinator and agents running after the study, until Ctrl-C')
-  .action(async (o: { rounds: string; sites: string; dir?: string; keep?: boolean }) => {
-    process.exitCode = await runDemo({ rounds: Number(o.rounds), sites: Number(o.sites), keep: o.keep ?? false, ...(o.dir ? { dir: o.dir } : {}) });
-  }), 'cohort demo --rounds 10');
+  .option('--loso', 'also run leave-one-site-out evaluation after the rounds')
+  .option('--dp', 'record-level differential privacy: DP-SGD at every site, epsilon 2 at delta 1e-5; prints epsilon spent per site')
+  .action(async (o: { rounds: string; sites: string; dir?: string; keep?: boolean; loso?: boolean; dp?: boolean }) => {
+    process.exitCode = await runDemo({ rounds: Number(o.rounds), sites: Number(o.sites), keep: o.keep ?? false, loso: o.loso ?? false, dp: o.dp ?? false, ...(o.dir ? { dir: o.dir } : {}) });
+  }), 'cohort demo --rounds 10 --loso   (or: cohort demo --dp --sites 5 --rounds 20)');
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof CohortError || err instanceof ApiError) {

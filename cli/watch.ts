@@ -1,5 +1,5 @@
 import { api } from './http.ts';
-import { formatRow, progressBar, TABLE_HEADER, type RoundRow } from './render.ts';
+import { formatLosoTable, formatRow, formatSiteTable, progressBar, TABLE_HEADER, type MetricsReportLike, type RoundRow } from './render.ts';
 
 export interface StatusResponse {
   study: { id: string; name: string; status: string; completedRounds: number; rounds: number; error?: { code: string; message: string }; refusals?: Record<string, { code: string; message: string }> };
@@ -32,6 +32,10 @@ export async function watchStudy(base: string, id: string, o: { watch: boolean; 
     if (ended || !o.watch) {
       if (!o.watch) console.log(`${progressBar(s.study.completedRounds, s.study.rounds)}  ${s.study.status}`);
       if (s.study.error) console.log(`error: ${s.study.error.code}: ${s.study.error.message}`);
+      if (s.rounds.length > 0) {
+        const report = await api<MetricsReportLike>(base, `/api/studies/${encodeURIComponent(id)}/metrics`, { token: o.token });
+        for (const line of [...formatSiteTable(report), ...formatLosoTable(report)]) console.log(line);
+      }
       for (const [site, r] of Object.entries(s.study.refusals ?? {})) console.log(`  ${site}: ${r.code} ${r.message}`);
       return s;
     }

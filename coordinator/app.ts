@@ -22,6 +22,7 @@ import { SocketTransport } from './transport/socket-transport.ts';
 import { registerStudyRoutes } from './routes/studies.ts';
 import { registerAdminRoutes } from './routes/admin.ts';
 import { registerDashboard } from './routes/dashboard.ts';
+import { registerOpenApi, routeOptions, type RouteInfo } from './routes/openapi.ts';
 import { AuthRateLimiter, hashToken, lookupApiToken, newToken, requireRole } from './auth.ts';
 import { loadOrCreateCoordinatorIdentity } from './identity.ts';
 
@@ -63,6 +64,8 @@ export interface Coordinator {
   /** Set only when this start created the first admin token: show it once, it is not stored. */
   initialAdminToken: string | undefined;
   coordinatorPublicKey: string;
+  /** Every HTTP route with who may call it (the OpenAPI document at /docs/json lists the same). */
+  routes: readonly RouteInfo[];
   start(): Promise<string>;
   close(): Promise<void>;
 }
@@ -99,7 +102,7 @@ export async function createCoordinator(opts: CoordinatorOptions): Promise<Coord
   }
 
   const app: FastifyInstance = Fastify({
-    loggerInstance: log.child({ component: 'http' }, { level: 'warn' }) as FastifyBaseLogger, bodyLimit: 1024 * 1024,
+    loggerInstance: log.child({ component: 'http' }, { level: 'warn' }) as FastifyBaseLogger, bodyLimit: 1024 * 1024, exposeHeadRoutes: false,
     ...(opts.tls ? { https: { cert: opts.tls.cert, key: opts.tls.key } } : {}),
     ...(opts.trustProxy ? { trustProxy: true } : {}),
     // The router's own refusals (a malformed URL, a path parameter over 100 characters) carry a code too.
@@ -165,19 +168,28 @@ export async function createCoordinator(opts: CoordinatorOptions): Promise<Coord
   });
   registerSecurityHeaders(app, { tls: Boolean(opts.tls) });
 
-  app.get('/healthz', async () => ({ ok: true, protocolVersion: PROTOCOL_VERSION, coordinatorId, sitesOnline: transport.onlineSites().length }));
-  app.get('/api/sites', { preHandler: auth.viewer }, async () => {
+  // After the hooks above (so /docs gets them too), before any route: records the route table and serves the
+  // OpenAPI document at /docs.
+  const routes = await registerOpenApi(app);
+  app.get('/healthz', routeOptions(auth, 'public', {
+    summary: 'Liveness, protocol version and the number of sites online', tags: ['health'],
+    responses: { 200: { description: 'Up', schema: { type: 'object', properties: { ok: { type: 'boolean' }, protocolVersion: { type: 'string' }, coordinatorId: { type: 'string' }, sitesOnline: { type: 'integer' } } } } },
+  }), async () => ({ ok: true, protocolVersion: PROTOCOL_VERSION, coordinatorId, sitesOnline: transport.onlineSites().length }));
+  app.get('/api/sites', routeOptions(auth, 'viewer', {
+    summary: 'Enrolled sites and whether each is online', tags: ['sites'],
+    responses: { 200: { description: 'Sites', schema: { type: 'object', properties: { sites: { type: 'array', items: { type: 'object', properties: { id: { type: 'string' }, name: { type: 'string' }, online: { type: 'boolean' }, registeredAt: { type: 'string' }, lastSeenAt: { type: 'string' }, revokedAt: { type: 'string' } } } } } } } },
+  }), async () => {
     const online = new Set(transport.onlineSites().map((s) => s.id));
     return { sites: store.listSites().map((s) => ({ id: s.id, name: s.name, registeredAt: s.registeredAt, lastSeenAt: s.lastSeenAt, online: online.has(s.id), ...(s.revokedAt ? { revokedAt: s.revokedAt } : {}) })) };
   });
   registerStudyRoutes(app, { store, runner, checkpoints, emit, auth });
   registerAdminRoutes(app, { store, transport, auth, limiter, identity, log: log.child({ component: 'admin' }) });
-  registerDashboard(app, { store, auth });
+  registerDashboard(app);
 
   let closed = false;
   let takeover: NodeJS.Timeout | undefined;
   return {
-    app, io, store, checkpoints, runner, transport, log, initialAdminToken, coordinatorPublicKey: identity.publicKeyB64,
+    app, io, store, checkpoints, runner, transport, log, initialAdminToken, coordinatorPublicKey: identity.publicKeyB64, routes,
     async start() {
       await app.listen({ host: opts.host ?? '127.0.0.1', port: opts.port ?? 0 });
       const addr = app.server.address();

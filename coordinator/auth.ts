@@ -65,7 +65,7 @@ export class AuthRateLimiter {
   }
 }
 
-/** A fastify preHandler requiring at least `role`. */
+/** A fastify hook (used as `onRequest`, before the body is read) requiring at least `role`. */
 export function requireRole(store: Store, limiter: AuthRateLimiter, role: Role) {
   return async (req: FastifyRequest, reply: FastifyReply): Promise<void> => {
     if (limiter.blocked(req.ip)) {

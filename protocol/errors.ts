@@ -59,6 +59,10 @@ export const ERRORS = {
   COHORT_ERR_POLICY_MODEL_TOO_LARGE: { http: 403, message: 'model has more parameters than site policy allows' },
   COHORT_ERR_POLICY_LAYER_NOT_ALLOWED: { http: 403, message: 'model uses a layer type site policy does not allow' },
   COHORT_ERR_POLICY_UNSIGNED_MANIFEST: { http: 403, message: 'site policy requires signed study manifests' },
+  // differential privacy (protocol/privacy, site-agent/mods/dp.ts, coordinator/privacy)
+  COHORT_ERR_DP_INVALID: { http: 400, message: 'differential privacy settings are invalid for this study' },
+  COHORT_ERR_DP_UNSUPPORTED: { http: 501, message: 'this differential privacy mode is not available yet' },
+  COHORT_ERR_STUDY_EPSILON_TARGET: { http: 409, message: 'the next round would exceed the study target epsilon' },
   // data sources
   COHORT_ERR_DATA_PARSE: { http: 422, message: 'data file could not be parsed' },
   COHORT_ERR_DATA_SCHEMA: { http: 422, message: 'data does not match its declared schema' },

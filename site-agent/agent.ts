@@ -28,6 +28,9 @@ import { CsvSource } from './data/csv-source.ts';
 import type { DataSource } from './data/data-source.ts';
 import { evaluate, train } from './training/trainer.ts';
 import { selectBackend } from './training/backends.ts';
+import { SiteDp } from './mods/dp.ts';
+import { trainDpSgd } from './training/dp-sgd.ts';
+import { roundCount } from './data/data-source.ts';
 import { checkCoordinatorCertificate, readCa, tlsRefusal } from './tls-trust.ts';
 
 type ClientSocket = Socket<ServerToClientEvents, ClientToServerEvents>;
@@ -76,11 +79,14 @@ export class SiteAgent {
 
   private readonly approvals: Approvals;
   private readonly ledger: Ledger | undefined;
+  /** The site's own privacy accountant and budget (site-agent/mods/dp.ts). */
+  readonly dp: SiteDp;
 
   constructor(private readonly opts: AgentOptions) {
     this.ready.catch(() => undefined);
     this.approvals = new Approvals(opts.dir);
     this.ledger = opts.ledger === false ? undefined : new Ledger(join(opts.dir, 'ledger.jsonl'), opts.identity.secretKey);
+    this.dp = new SiteDp(opts.ledger === false ? undefined : opts.dir, opts.config.policy);
   }
 
   get connected(): boolean {
@@ -228,7 +234,7 @@ export class SiteAgent {
       task = parseMessage(TaskSchema, raw, 'task');
       manifest = this.authorize(task);
       const started = Date.now();
-      const data = await this.run(task);
+      const data = await this.run(task, manifest);
       this.record(task, manifest, 'sent', data);
       log.info({ task: task.kind, studyId: task.studyId, round: task.round, ms: Date.now() - started }, 'task done');
       return { ok: true, data };
@@ -242,10 +248,12 @@ export class SiteAgent {
   }
 
   private record(task: Task, manifest: StudyManifest | undefined, outcome: 'sent' | 'refused', payload: unknown, code?: string): void {
+    const epsilonSpent = this.dp.spent(task.studyId, task.dataset, manifest);
     this.ledger?.append({
       studyId: task.studyId, round: task.round, taskId: task.taskId, kind: task.kind, outcome, bytes: wireBytes(payload),
       manifestHash: task.manifest.hash, ...(code ? { code } : {}),
-      ...(manifest ? { privacy: { secureAggregation: manifest.privacy.secureAggregation } } : {}),
+      ...(manifest ? { privacy: { secureAggregation: manifest.privacy.secureAggregation, dp: manifest.privacy.dp?.mode ?? 'none', delta: this.opts.config.policy.delta } } : {}),
+      ...(epsilonSpent !== undefined ? { epsilonSpent } : {}),
     });
   }
 
@@ -269,6 +277,7 @@ export class SiteAgent {
     const offer = { studyId: task.studyId, name: manifest.name, manifestHash: m.hash, manifest: m.raw, ...(m.researcherPublicKey ? { researcherPublicKey: m.researcherPublicKey } : {}) };
     try {
       checkManifest(policy, manifest);
+      this.dp.checkManifest(manifest);
       checkTask(policy, manifest, task);
       const decision = this.approvals.decisionFor(task.studyId, m.hash);
       if (decision?.decision === 'rejected') throw new CohortError('COHORT_ERR_SITE_STUDY_REJECTED', decision.reason ?? 'rejected by the site');
@@ -284,7 +293,7 @@ export class SiteAgent {
     }
   }
 
-  private async run(task: Task): Promise<DescribeResult | TrainResult | EvaluateResult> {
+  private async run(task: Task, manifest: StudyManifest): Promise<DescribeResult | TrainResult | EvaluateResult> {
     const src = this.source(task.dataset, task.holdoutFraction, task.seed);
     if (task.kind === 'describe') {
       const s = await src.describe();
@@ -299,14 +308,25 @@ export class SiteAgent {
     if (task.kind === 'train') {
       const started = Date.now();
       const data = await src.load('train');
-      const out = await train(task.model, global, data, {
-        epochs: task.localEpochs, batchSize: task.batchSize, optimizer: task.optimizer, learningRate: task.learningRate,
-        seed: task.seed + task.round,
-      });
+      // Differential privacy: the site's budget is checked and charged before any training (refusal: nothing else leaves).
+      const dp = this.dp.beforeTrain(task, manifest, data.n);
+      const fit = { epochs: task.localEpochs, batchSize: task.batchSize, optimizer: task.optimizer, learningRate: task.learningRate };
+      const out = dp?.record
+        // Under record-level DP neither the training loss nor the exact count may leave: both are functions of the
+        // data that no noise protects. The count goes out rounded, as in the schema report.
+        ? { ...(await trainDpSgd(task.model, global, data, { ...fit, clip: dp.settings.clip, noiseMultiplier: dp.record.noiseMultiplier, microbatch: dp.settings.microbatch, averageIterates: dp.settings.averageIterates })), trainLoss: 0 }
+        : await train(task.model, global, data, { ...fit, seed: task.seed + task.round });
       if (!Number.isFinite(out.trainLoss)) throw new CohortError('COHORT_ERR_SITE_TRAINING_FAILED', 'training diverged (loss is not finite)');
-      return { weights: encodeTensors(out.weights), numExamples: out.numExamples, trainLoss: out.trainLoss, backend: out.backend, durationMs: Date.now() - started };
+      const released = dp ? this.dp.release(dp, global, out.weights) : undefined;
+      return {
+        weights: encodeTensors(released?.weights ?? out.weights), numExamples: dp?.record ? roundCount(out.numExamples) : out.numExamples,
+        trainLoss: out.trainLoss, backend: out.backend, durationMs: Date.now() - started, ...(released ? { privacy: released.privacy } : {}),
+      };
     }
     const holdout = await src.load('holdout');
-    return { counts: await evaluate(task.model, global, holdout) };
+    // The site's own minimum cell count, declared with the counts so the coordinator honours it for any
+    // per-site value it reports.
+    const minCellCount = this.opts.config.policy.minCellCount;
+    return { counts: { ...await evaluate(task.model, global, holdout, { minCellCount }), minCellCount } };
   }
 }

@@ -19,7 +19,7 @@ const state = {
   studies: [],
   selected: params.get('study') || '',
   detail: null, // GET /api/studies/:id
-  metrics: null, // GET /api/dashboard/studies/:id/metrics
+  metrics: null, // GET /api/studies/:id/metrics
   live: null, // { studyId, round, status, message } from the latest round event
 };
 
@@ -49,6 +49,7 @@ const fin = (v) => typeof v === 'number' && Number.isFinite(v);
 const f3 = (v) => (fin(v) ? v.toFixed(3) : dash);
 const f4 = (v) => (fin(v) ? v.toFixed(4) : dash);
 const pct = (v) => (fin(v) ? `${(v * 100).toFixed(1)}%` : dash);
+const hasEpsilon = (r) => Object.values(r?.epsilon ?? {}).some(fin);
 
 function node(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);
@@ -128,6 +129,7 @@ function inProgressText(study) {
   if (study.status !== 'running') return null;
   const live = state.live && state.live.studyId === study.id ? state.live : null;
   const next = study.completedRounds + 1;
+  if (live && live.stage) return `Rounds done; ${live.stage}`;
   if (live && live.round === next && live.status !== 'completed') {
     const what = { training: 'training at the sites', evaluating: 'evaluating the new global model', retry: 'retrying' }[live.status] ?? live.status;
     return `Round ${next} of ${study.rounds} in progress: ${what}${live.message ? ` (${live.message})` : ''}`;
@@ -160,12 +162,18 @@ function renderHead() {
   box.append(node('div', { class: 'facts' },
     node('span', {}, 'Model ', node('b', {}, m.model?.template ?? dash)),
     node('span', {}, 'Strategy ', node('b', {}, m.strategy?.name ?? m.strategy ?? 'fedavg')),
-    node('span', {}, 'Minimum sites ', node('b', {}, String(m.participation?.minSites ?? dash))),
     node('span', {}, 'Sites in last round ', node('b', {}, last ? String(last.participants.length) : dash)),
     node('span', {}, 'Pooled hold-out ', node('b', {}, last ? `${last.pooled.n} patients` : dash)),
+    node('span', {}, 'Secure aggregation ', node('b', {}, m.privacy?.secureAggregation ? 'on' : 'off')),
+    node('span', { title: 'largest privacy loss any site has spent on this study' }, 'ε spent ', node('b', { id: 'epsilon-max' }, hasEpsilon(last) ? Math.max(...Object.values(last.epsilon).filter(fin)).toFixed(2) : 'no DP')),
     node('span', {}, 'Updated ', node('b', {}, ago(s.updatedAt)))));
   if (s.error) box.append(node('div', { class: 'error-box' }, `${s.error.code}: ${s.error.message}`));
 }
+
+/** Colour-blind-safe qualitative palette (Okabe & Ito 2008), one colour per site. */
+const SITE_COLORS = ['#0072b2', '#d55e00', '#009e73', '#cc79a7', '#e69f00', '#56b4e9', '#000000'];
+/** AUC axes start at the next 0.05 below the lowest value shown (never above 0.95) and end at 1. */
+const aucDomain = (vals) => [Math.max(0, Math.floor(Math.min(...vals, 0.95) * 20 + 1e-9) / 20), 1];
 
 function renderCharts() {
   const rounds = state.metrics?.rounds ?? [];
@@ -179,15 +187,20 @@ function renderCharts() {
   });
   roundsChart($('chart-auc'), {
     title: 'Pooled hold-out AUC per round', yLabel: 'AUC', xMax,
-    yDomain: (vals) => {
-      const lo = Math.min(...vals, 0.95);
-      return [Math.max(0, Math.floor(lo * 20 + 1e-9) / 20), 1];
-    },
+    yDomain: aucDomain,
     fmtY: (v) => v.toFixed(2),
     series: [{
       key: 'auc', label: 'AUC', color: '#1f5fa8', band: true,
       points: rounds.map((r) => ({ x: r.round, y: r.pooled.auc?.value, lo: r.pooled.auc?.lower, hi: r.pooled.auc?.upper, tip: `Round ${r.round}: AUC ${f3(r.pooled.auc?.value)} (95% CI ${f3(r.pooled.auc?.lower)}–${f3(r.pooled.auc?.upper)})` })),
     }],
+  });
+  const siteNames = [...new Set(rounds.flatMap((r) => Object.keys(r.perSite)))].sort();
+  roundsChart($('chart-sites'), {
+    title: 'AUC per site per round', yLabel: 'AUC', xMax, yDomain: aucDomain, fmtY: (v) => v.toFixed(2),
+    series: siteNames.map((site, i) => ({
+      key: `site-${i}`, label: site, color: SITE_COLORS[i % SITE_COLORS.length],
+      points: rounds.map((r) => ({ x: r.round, y: r.perSite[site]?.auc?.value, tip: `Round ${r.round}, ${site}: AUC ${f3(r.perSite[site]?.auc?.value)}` })),
+    })),
   });
   reliabilityChart($('chart-cal'), rounds.at(-1)?.pooled.calibration ?? null, { title: 'Calibration of the latest round' });
 }
@@ -205,10 +218,22 @@ function failuresCell(r, previous) {
   return td;
 }
 
+/** The largest epsilon any site has spent so far; the tooltip lists every site's. */
+function epsilonCell(eps) {
+  const entries = Object.entries(eps ?? {}).filter(([, v]) => fin(v));
+  if (entries.length === 0) return node('td', { class: 'num', title: 'no differential privacy recorded for this round' }, dash);
+  const max = Math.max(...entries.map(([, v]) => v));
+  return node('td', { class: 'num', title: entries.map(([s, v]) => `${s}: ε ${v.toFixed(2)}`).join('\n'), dataset: { epsilon: String(max) } }, max.toFixed(2));
+}
+
 function renderRounds() {
   const tbody = $('rounds').tBodies[0];
   tbody.replaceChildren();
   const rounds = state.metrics?.rounds ?? [];
+  // The ε column only when the study records privacy loss: no column of dashes for studies without DP.
+  const anyEps = rounds.some(hasEpsilon);
+  $('rounds-eps').hidden = !anyEps;
+  const columns = anyEps ? 12 : 11;
   rounds.forEach((r, i) => {
     tbody.append(node('tr', { dataset: { round: String(r.round) } },
       node('td', {}, String(r.round)),
@@ -221,13 +246,13 @@ function renderRounds() {
       pctCell(r.pooled, 'sensitivity'),
       pctCell(r.pooled, 'specificity'),
       node('td', { class: 'num' }, f3(r.pooled.calibration?.ece)),
-      node('td', { class: 'num', title: 'differential privacy is not enabled for this study' }, fin(r.epsilonSpent) ? r.epsilonSpent.toFixed(2) : dash),
+      anyEps ? epsilonCell(r.epsilon) : null,
       node('td', { class: 'num' }, (r.durationMs / 1000).toFixed(1))));
   });
   const s = state.detail?.study;
   const live = s ? inProgressText(s) : null;
-  if (live) tbody.append(node('tr', { class: 'live' }, node('td', {}, String(s.completedRounds + 1)), node('td', { colspan: '11' }, live)));
-  if (tbody.children.length === 0) tbody.append(node('tr', {}, node('td', { colspan: '12', class: 'muted' }, 'No completed rounds yet.')));
+  if (live) tbody.append(node('tr', { class: 'live' }, node('td', {}, s.completedRounds < s.rounds ? String(s.completedRounds + 1) : ''), node('td', { colspan: String(columns - 1) }, live)));
+  if (tbody.children.length === 0) tbody.append(node('tr', {}, node('td', { colspan: String(columns), class: 'muted' }, 'No completed rounds yet.')));
 }
 
 function renderPerSite() {
@@ -239,23 +264,55 @@ function renderPerSite() {
   $('suppression-note').textContent = `Any per-site value computed from fewer than ${min} patients is withheld. Pooled values sum every site's counts.`
     + (unverifiable ? ' "Not shown": this coordinator does not keep per-site class counts, so it cannot check how many patients are behind that value.' : '');
   if (!last) {
-    tbody.append(node('tr', {}, node('td', { colspan: '6', class: 'muted' }, 'No completed rounds yet.')));
+    tbody.append(node('tr', {}, node('td', { colspan: '7', class: 'muted' }, 'No completed rounds yet.')));
     return;
   }
+  const eps = last.epsilon && Object.keys(last.epsilon).length ? last.epsilon : null;
+  $('persite-eps').hidden = !eps;
   for (const [site, m] of Object.entries(last.perSite).sort(([a], [b]) => a.localeCompare(b))) {
+    const floor = m.minCellCount ?? min;
     tbody.append(node('tr', { dataset: { site } },
-      node('td', {}, site),
-      node('td', { class: 'num' }, m.n >= min ? String(m.n) : `<${min}`),
+      node('td', { class: 'site' }, site),
+      node('td', { class: 'num' }, m.n >= floor ? String(m.n) : `<${floor}`),
       aucCell(m),
-      pctCell(m, 'accuracy', false),
-      pctCell(m, 'sensitivity', false),
-      pctCell(m, 'specificity', false)));
+      pctCell(m, 'accuracy'),
+      pctCell(m, 'sensitivity'),
+      pctCell(m, 'specificity'),
+      node('td', { class: 'num' }, f3(m.calibration?.ece)),
+      eps ? node('td', { class: 'num' }, fin(eps[site]) ? eps[site].toFixed(2) : dash) : null));
   }
+}
+
+function renderLoso() {
+  const loso = state.metrics?.loso;
+  $('loso-card').hidden = !loso;
+  const tbody = $('loso').tBodies[0];
+  tbody.replaceChildren();
+  if (!loso) return;
+  for (const f of loso.folds) {
+    const m = f.metrics;
+    const floor = m?.minCellCount ?? state.metrics.minCellCount;
+    tbody.append(node('tr', { dataset: { heldOut: f.heldOut, status: f.status } },
+      node('td', { class: 'site' }, f.heldOut),
+      node('td', {}, f.trainedOn.length ? f.trainedOn.join(', ') : dash),
+      node('td', { class: 'num' }, m ? (m.n >= floor ? String(m.n) : `<${floor}`) : dash),
+      aucCell(m),
+      aucCell(f.global),
+      pctCell(m, 'accuracy', false),
+      node('td', { class: f.status === 'failed' ? 'fail' : '', title: f.error?.message ?? '' }, f.status === 'failed' ? `failed: ${(f.error?.code ?? '').replace(/^COHORT_ERR_/, '')}` : f.status)));
+  }
+  if (loso.pooled) {
+    tbody.append(node('tr', { class: 'pooled' },
+      node('td', {}, 'Pooled'), node('td', { class: 'muted' }, 'each patient scored by a model that never saw their site'),
+      node('td', { class: 'num' }, String(loso.pooled.n)), aucCell(loso.pooled), node('td', { class: 'num' }, dash), pctCell(loso.pooled, 'accuracy', false), node('td')));
+  }
+  const running = state.detail?.study.status === 'running' && loso.status !== 'completed';
+  if (running) tbody.append(node('tr', { class: 'live' }, node('td', { colspan: '7' }, 'Leave-one-site-out in progress…')));
 }
 
 function renderMethods() {
   const m = state.metrics?.methods;
-  $('methods').textContent = m ? `Methods. AUC: ${m.auc}. Accuracy, sensitivity, specificity: ${m.proportions} (threshold 0.5). Calibration: ${m.calibration}. ε spent is shown once differential privacy is enabled.` : '';
+  $('methods').textContent = m ? `Methods. AUC: ${m.auc}. Accuracy, sensitivity, specificity: ${m.proportions}. Calibration: ${m.calibration}. Small cells: ${m.suppression}. ε spent appears when the study uses differential privacy.` : '';
 }
 
 function render() {
@@ -265,6 +322,7 @@ function render() {
   renderCharts();
   renderRounds();
   renderPerSite();
+  renderLoso();
   renderMethods();
   document.body.dataset.ready = 'true';
 }
@@ -288,7 +346,7 @@ async function loadSelected() {
     return;
   }
   const id = encodeURIComponent(state.selected);
-  const [detail, metrics] = await Promise.all([api(`/api/studies/${id}`), api(`/api/dashboard/studies/${id}/metrics`)]);
+  const [detail, metrics] = await Promise.all([api(`/api/studies/${id}`), api(`/api/studies/${id}/metrics`)]);
   if (detail.study.id !== state.selected) return; // the selection moved on meanwhile
   state.detail = detail;
   state.metrics = metrics;
@@ -352,7 +410,17 @@ function connect() {
   });
   socket.on('event', (e) => {
     if (e.type === 'site') refresh('sites');
-    else if (e.type === 'study') refresh('studies', 'sites');
+    else if (e.type === 'study') {
+      // Stages after the rounds (leave-one-site-out) come as study events with a message.
+      if (e.studyId === state.selected && e.status === 'running' && e.message?.startsWith('leave-one-site-out')) {
+        state.live = { studyId: e.studyId, stage: e.message };
+        if (state.detail) renderHead();
+        refresh('selected');
+      } else if (e.studyId === state.selected && e.status !== 'running') {
+        state.live = null;
+      }
+      refresh('studies', 'sites');
+    }
     else if (e.type === 'round') {
       if (!state.selected && e.studyId) state.selected = e.studyId;
       if (e.studyId === state.selected) {

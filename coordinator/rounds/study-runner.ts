@@ -23,6 +23,8 @@ import { weightedMean, type FitResult } from '../strategies/strategy.ts';
 import type { OnlineSite, Transport } from '../transport/transport.ts';
 import type { z } from 'zod';
 import { manifestHash } from '../../protocol/signing.ts';
+import { CoordinatorDp } from '../privacy/study-privacy.ts';
+import { runLeaveOneSiteOut } from './leave-one-site-out.ts';
 
 export interface RunnerDeps {
   store: Store;
@@ -41,6 +43,8 @@ class Stopped extends Error {}
 
 export class StudyRunner {
   private readonly active = new Map<string, { stop: boolean; done: Promise<void> }>();
+  /** Differential privacy: gate, clip, noisy aggregate and epsilon records (coordinator/privacy). */
+  private readonly dp = new CoordinatorDp();
 
   constructor(private readonly deps: RunnerDeps) {}
 
@@ -115,6 +119,7 @@ export class StudyRunner {
         await this.runRound(study, study.completedRounds + 1, check);
         study = store.mustGetStudy(studyId);
       }
+      if (study.manifest.evaluation.leaveOneSiteOut) await runLeaveOneSiteOut(this.deps, study, check, () => strategyFor(study.manifest.strategy.name));
       await store.updateStudy(studyId, { status: 'completed' });
       this.emit({ type: 'study', studyId, status: 'completed' });
       log.info({ studyId, rounds: study.completedRounds }, 'study completed');
@@ -275,14 +280,26 @@ export class StudyRunner {
         if (attempt < p.maxRoundAttempts) continue;
         throw new CohortError('COHORT_ERR_STUDY_NOT_ENOUGH_SITES', `only ${sites.length} checked sites online`);
       }
+      // Differential privacy: stop here, with the reason on the study, if this round would pass the target epsilon.
+      const priorRounds = store.listRounds(study.id);
+      const dpStop = this.dp.gate(study, round, priorRounds, strategy, sites.length);
+      if (dpStop) {
+        await store.updateStudy(study.id, { status: dpStop.code === 'COHORT_ERR_STUDY_EPSILON_TARGET' ? 'stopped' : 'failed', error: dpStop });
+        log.warn({ studyId: study.id, round, code: dpStop.code, reason: dpStop.message }, 'study stopped by differential privacy');
+        this.emit({ type: 'study', studyId: study.id, status: dpStop.code === 'COHORT_ERR_STUDY_EPSILON_TARGET' ? 'stopped' : 'failed', message: `${dpStop.code}: ${dpStop.message}` });
+        throw new Stopped();
+      }
       this.emit({ type: 'round', studyId: study.id, round, status: 'training', message: `${sites.length} sites` });
       const t = study.manifest.training;
       const train = await this.fanOut(sites, () => ({
         kind: 'train', ...this.baseTask(study, round), model, weights: globalBytes,
         localEpochs: t.localEpochs, batchSize: t.batchSize, optimizer: t.optimizer, learningRate: t.learningRate, participants: sites.length,
+        ...this.dp.trainFields(study, round, priorRounds),
       }), TrainResultSchema, p.roundDeadlineMs, 'train');
       check();
       study = await this.recordRefusals(study, train.failures);
+      const dpStudy = this.dp.studyPrivacy(study, priorRounds, train.failures);
+      if (dpStudy) study = await store.updateStudy(study.id, { privacy: dpStudy });
       // Validate every update at the edge: a frame of the wrong shape, oversized, or with NaN is refused alone.
       const results: FitResult[] = [];
       const failures = [...train.failures];
@@ -309,9 +326,12 @@ export class StudyRunner {
         }
         continue;
       }
-      const next: Tensor[] = strategy.aggregate(global, strategy.requires === 'sum'
+      const dpReports = new Map(results.map((r) => [r.site, train.ok.get(r.site)?.privacy]));
+      const dpAggregate = this.dp.aggregate(study, round, priorRounds, global, results, dpReports);
+      const next: Tensor[] = strategy.aggregate(global, dpAggregate?.input ?? (strategy.requires === 'sum'
         ? { kind: 'mean', ...weightedMean(results), sites: results.map((r) => r.site) }
-        : { kind: 'individual', results }, round);
+        : { kind: 'individual', results }), round);
+      const dpRound = this.dp.roundPrivacy(study, round, dpReports, dpAggregate?.client);
       const numExamples = results.reduce((n, r) => n + r.numExamples, 0);
       this.emit({ type: 'round', studyId: study.id, round, status: 'evaluating' });
       const nextBytes = encodeTensors(next);
@@ -319,23 +339,27 @@ export class StudyRunner {
       const ev = await this.fanOut(evalSites, () => ({ kind: 'evaluate', ...this.baseTask(study, round), model, weights: nextBytes }), EvaluateResultSchema, p.roundDeadlineMs, 'evaluate');
       check();
       const perSite: Record<string, Metrics> = {};
+      const perSiteCounts: Record<string, EvalCounts> = {};
       const counts: EvalCounts[] = [];
       for (const [site, r] of ev.ok) {
         perSite[site] = metricsFromCounts(r.counts);
+        perSiteCounts[site] = r.counts;
         counts.push(r.counts);
       }
       const pooledCounts = poolCounts(counts);
       const completedAt = new Date();
       const record: RoundRecord = {
         studyId: study.id, round, participants: results.map((r) => r.site), failures: [...failures, ...ev.failures],
-        numExamples, trainLoss: lossSum / numExamples, pooled: metricsFromCounts(pooledCounts), pooledCounts, perSite,
-        backends,
+        numExamples, trainLoss: lossSum / numExamples, pooled: metricsFromCounts(pooledCounts), pooledCounts, perSite, perSiteCounts,
+        backends, ...(dpRound ? { privacy: dpRound } : {}),
         tasks: Object.fromEntries(results.map((r) => [r.site, { train: train.taskIds[r.site]!, ...(ev.taskIds[r.site] ? { evaluate: ev.taskIds[r.site]! } : {}) }])),
         attempts: attempt, startedAt: startedAt.toISOString(), completedAt: completedAt.toISOString(),
         durationMs: completedAt.getTime() - startedAt.getTime(),
       };
       await checkpoints.save(study.id, round, next);
       await store.completeRound(record);
+      const dpAfter = this.dp.studyPrivacy(study, store.listRounds(study.id));
+      if (dpAfter) await store.updateStudy(study.id, { privacy: dpAfter });
       log.info({ studyId: study.id, round, sites: record.participants.length, auc: record.pooled.auc, accuracy: record.pooled.accuracy }, 'round completed');
       this.emit({ type: 'round', studyId: study.id, round, status: 'completed' });
       return;

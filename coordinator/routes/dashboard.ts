@@ -1,7 +1,7 @@
 /**
- * The live dashboard: static files at `/` (HTML, CSS and plain JS from coordinator/dashboard, no build step) and
- * one JSON route with clinical metrics per round (`/api/dashboard/studies/:id/metrics`), computed here from counts
- * with protocol/metrics so the browser never re-implements a statistic.
+ * The live dashboard: static files at `/` (HTML, CSS and plain JS from coordinator/dashboard, no build step). Its
+ * numbers come from `/api/studies/:id/metrics` (coordinator/study-metrics.ts), so the browser never re-implements
+ * a statistic.
  *
  * The page holds no data itself: everything it shows comes from the REST API and the `/events` namespace, both
  * behind the same bearer token, so serving the page without a token gives nothing away.
@@ -14,18 +14,8 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { FastifyInstance, FastifyReply, preHandlerAsyncHookHandler } from 'fastify';
-import type { EvalCounts } from '../../protocol/messages.ts';
-import { clinicalMetrics, DEFAULT_MIN_CELL_COUNT, wilsonInterval, type ClinicalMetrics, type Metrics } from '../../protocol/metrics.ts';
-import type { RoundRecord, Store } from '../store/store.ts';
-
-export interface DashboardDeps {
-  store: Store;
-  /** The API's auth hooks; the metrics route needs a viewer, as `/api/studies/:id` does. */
-  auth?: { viewer: preHandlerAsyncHookHandler };
-  /** Smallest number of cases behind any per-site value shown (default 10); a request may only raise it. */
-  minCellCount?: number;
-}
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import { routeOptions } from './openapi.ts';
 
 const DASHBOARD_DIR = join(dirname(fileURLToPath(import.meta.url)), '..', 'dashboard');
 
@@ -49,79 +39,17 @@ function loadAssets(): Record<string, Asset> {
   };
 }
 
-/** Per-site metrics; `unverifiable` names values whose case counts this coordinator cannot check. */
-export type SiteMetrics = ClinicalMetrics & { unverifiable?: string[] };
-
-/** Per-site clinical metrics for a round: from the site's counts when the round kept them, else only what is safe. */
-function perSiteMetrics(r: RoundRecord, minCellCount: number): Record<string, SiteMetrics> {
-  const counts = (r as RoundRecord & { perSiteCounts?: Record<string, EvalCounts> }).perSiteCounts;
-  const out: Record<string, SiteMetrics> = {};
-  for (const [site, m] of Object.entries(r.perSite)) {
-    const c = counts?.[site];
-    out[site] = c ? clinicalMetrics(c, { minCellCount }) : fromSummary(m, minCellCount);
-  }
-  return out;
-}
-
-/**
- * Without the site's counts only n is known, not how many positives and negatives are behind a sensitivity,
- * specificity or AUC; those are withheld rather than shown from a cell that might be tiny.
- */
-function fromSummary(m: Metrics, minCellCount: number): SiteMetrics {
-  const out: SiteMetrics = { n: m.n, minCellCount, suppressed: [], unverifiable: [] };
-  if (m.n >= minCellCount && m.n > 0) {
-    out.loss = m.loss;
-    out.accuracy = { value: m.accuracy, n: m.n, ...wilsonInterval(Math.round(m.accuracy * m.n), m.n) };
-  } else if (m.n > 0) {
-    out.suppressed.push('loss', 'accuracy');
-  }
-  for (const k of ['auc', 'sensitivity', 'specificity'] as const) if (m[k] !== undefined) out.unverifiable!.push(k);
-  return out;
-}
-
-export interface DashboardRound {
-  round: number;
-  participants: string[];
-  failures: RoundRecord['failures'];
-  attempts: number;
-  trainLoss: number;
-  durationMs: number;
-  completedAt: string;
-  pooled: ClinicalMetrics;
-  perSite: Record<string, SiteMetrics>;
-  /** Differential privacy is not implemented yet; the dashboard shows "—" while this is absent. */
-  epsilonSpent?: number;
-}
-
-/** NaN is not JSON: send it as null, which the page shows as "—". */
-function jsonSafe<T>(v: T): T {
-  return JSON.parse(JSON.stringify(v, (_k, x: unknown) => (typeof x === 'number' && !Number.isFinite(x) ? null : x))) as T;
-}
-
-export function registerDashboard(app: FastifyInstance, deps: DashboardDeps): void {
+export function registerDashboard(app: FastifyInstance): void {
   const assets = loadAssets();
-  const floor = deps.minCellCount ?? DEFAULT_MIN_CELL_COUNT;
   const send = (reply: FastifyReply, a: Asset) =>
     reply.header('content-type', a.type).header('cache-control', 'no-cache').header('content-security-policy', CSP).send(a.body);
   for (const [path, asset] of Object.entries(assets)) {
-    app.get(path, async (_req, reply) => send(reply, asset));
+    app.get(path, routeOptions(undefined, 'public', {
+      summary: path === '/' ? 'The live dashboard (HTML)' : `Dashboard asset ${path.slice('/dashboard/'.length)}`,
+      description: 'Holds no data: the page reads this API and the /events namespace with the token the user enters.',
+      tags: ['dashboard'],
+      responses: { 200: { description: asset.type, contentType: asset.type.split(';')[0]!, schema: { type: 'string' } } },
+    }), async (_req, reply) => send(reply, asset));
   }
 
-  const viewer = deps.auth ? { preHandler: deps.auth.viewer } : {};
-  app.get<{ Params: { id: string }; Querystring: { minCellCount?: string } }>('/api/dashboard/studies/:id/metrics', viewer, async (req) => {
-    const study = deps.store.mustGetStudy(req.params.id);
-    const asked = Number(req.query.minCellCount);
-    const minCellCount = Number.isInteger(asked) && asked > floor ? asked : floor;
-    const rounds: DashboardRound[] = deps.store.listRounds(study.id).map((r) => ({
-      round: r.round, participants: r.participants, failures: r.failures, attempts: r.attempts, trainLoss: r.trainLoss,
-      durationMs: r.durationMs, completedAt: r.completedAt,
-      pooled: clinicalMetrics(r.pooledCounts, { minCellCount }),
-      perSite: perSiteMetrics(r, minCellCount),
-    }));
-    return jsonSafe({
-      studyId: study.id, minCellCount,
-      methods: { auc: 'DeLong (1988) from score histograms, Wald 95% interval clipped to [0, 1]', proportions: 'Wilson score 95% interval', calibration: '10 equal-width score bins; ECE weighted by bin size' },
-      rounds,
-    });
-  });
 }

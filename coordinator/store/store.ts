@@ -10,6 +10,8 @@
 import type { ResolvedModel, SchemaReport, StudyManifest, EvalCounts } from '../../protocol/messages.ts';
 import type { Metrics } from '../../protocol/metrics.ts';
 import type { WireError } from '../../protocol/errors.ts';
+import type { LosoResult } from '../rounds/leave-one-site-out.ts';
+import type { RoundPrivacy, StudyPrivacy } from '../privacy/study-privacy.ts';
 import { LowdbStore } from './lowdb-store.ts';
 
 export type StudyStatus = 'created' | 'running' | 'stopped' | 'completed' | 'failed';
@@ -34,6 +36,10 @@ export interface StudyRecord {
   /** Latest coded refusal per site (not approved, policy breach, ...), shown to the researcher. */
   refusals?: Record<string, { code: string; message: string; at: string }>;
   error?: WireError;
+  /** Differential privacy: epsilon spent per site (record- and client-level apart); see coordinator/privacy. */
+  privacy?: StudyPrivacy;
+  /** Leave-one-site-out evaluation, when the manifest asks for it (coordinator/rounds/leave-one-site-out.ts). */
+  loso?: LosoResult;
 }
 
 export interface SiteFailure {
@@ -53,10 +59,17 @@ export interface RoundRecord {
   pooled: Metrics;
   pooledCounts: EvalCounts;
   perSite: Record<string, Metrics>;
+  /**
+   * Each site's evaluation counts of the new global model on its own hold-out (cross-site evaluation), as the site
+   * sent them (already cut down to its minimum cell count); per-site metrics with intervals are computed from these.
+   */
+  perSiteCounts?: Record<string, EvalCounts>;
   /** Which tfjs backend each site trained on (tensorflow, wasm or cpu). */
   backends?: Record<string, string>;
   /** Task ids per participating site; they match the `taskId` in each site's ledger. */
   tasks?: Record<string, { train: string; evaluate?: string }>;
+  /** Differential privacy: what this round spent, per site and (client modes) at the coordinator. */
+  privacy?: RoundPrivacy;
   attempts: number;
   startedAt: string;
   completedAt: string;

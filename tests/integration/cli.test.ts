@@ -68,11 +68,16 @@ describe('the cohort CLI', () => {
       const watched = (await cohort(['study', 'status', id, '--watch'], env)).stdout;
       expect(watched).toContain('2/2 rounds (100%)  completed');
       expect(watched.split('\n').filter((l) => /^\s+[12]\s+2\s/.test(l))).toHaveLength(2);
+      expect(watched).toContain('per site, round 2');
+      expect(watched).toMatch(/^\s+Site 1\s+\d+\s+\d\.\d{3} \(/m);
       expect((await cohort(['study', 'list'], env)).stdout).toContain(id);
       const out = join(tempDir(), 'model');
       await cohort(['study', 'model', id, '--out', out], env);
       expect(existsSync(join(out, 'model.json')) && existsSync(join(out, 'weights.bin'))).toBe(true);
       expect(statSync(join(out, 'weights.bin')).size).toBe(31 * 4);
+      const card = JSON.parse(readFileSync(join(out, 'model-card.json'), 'utf8')) as { study: { id: string }; evaluation: { final: { round: number } } };
+      expect([card.study.id, card.evaluation.final.round]).toEqual([id, 2]);
+      expect(readFileSync(join(out, 'MODEL_CARD.md'), 'utf8')).toContain('## Performance of the final model (round 2)');
       await expect(cohort(['study', 'status', 'study-missing'], env)).rejects.toMatchObject({ code: 2, stderr: expect.stringContaining('COHORT_ERR_STUDY_NOT_FOUND') });
       await waitFor(() => true);
     }, 120_000);

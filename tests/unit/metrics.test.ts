@@ -16,6 +16,15 @@ function siteCounts(scores: number[], labels: number[]): EvalCounts {
   return { n: scores.length, lossSum: 0, correct: tp + tn, tp, fp, tn, fn, histPos, histNeg };
 }
 
+/** AUC by its definition: the share of (positive, negative) pairs ranked correctly, ties counting half. */
+function pairwiseAuc(scores: readonly number[], labels: readonly number[]): number {
+  const pos = scores.filter((_, i) => labels[i] === 1);
+  const neg = scores.filter((_, i) => labels[i] !== 1);
+  let wins = 0;
+  for (const p of pos) for (const q of neg) wins += p > q ? 1 : p === q ? 0.5 : 0;
+  return wins / (pos.length * neg.length);
+}
+
 describe('metrics from counts', () => {
   it('should compute exact AUC with ties counted half', () => {
     expect(exactAuc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1])).toBeCloseTo(0.75, 12);
@@ -46,6 +55,49 @@ describe('metrics from counts', () => {
     const exact = exactAuc(allScores, allLabels)!;
     expect(Math.abs(pooled.auc! - exact)).toBeLessThan(0.002);
     expect(pooled.n).toBe(allScores.length);
+  });
+
+  it('should give a pooled AUC from counts within 0.002 of the AUC of the pooled scores on tied and saturated scores', () => {
+    const rand = seededRandom(2025);
+    const normal = () => Math.sqrt(-2 * Math.log(Math.max(rand(), 1e-12))) * Math.cos(2 * Math.PI * rand());
+    const sigmoid = (z: number) => 1 / (1 + Math.exp(-z));
+    // Three kinds of score a clinical model really produces, at five sites of different size and prevalence.
+    const scenarios: Record<string, (y: number, site: number) => number> = {
+      // A points score (0-12 points mapped to a risk): only 13 distinct values, so nearly every pair is tied.
+      'integer points score': (y, site) => (Math.max(0, Math.min(12, Math.round(4 + 3 * y + 2.2 * normal() + site * 0.3))) + 0.5) / 13,
+      // Probabilities reported to two decimals: 101 distinct values.
+      'rounded to 0.01': (y) => Math.round(sigmoid(normal() * 1.5 + (y ? 1.6 : -1.2)) * 100) / 100,
+      // A confident model: most scores pile up within a few thousandths of 0 or 1, where histogram bins are crowded.
+      'saturated near 0 and 1': (y, site) => sigmoid(normal() * 2.5 + (y ? 4 : -5) + site * 0.4),
+    };
+    for (const [name, score] of Object.entries(scenarios)) {
+      const allScores: number[] = [];
+      const allLabels: number[] = [];
+      const sites: EvalCounts[] = [];
+      for (let s = 0; s < 5; s++) {
+        const n = [1500, 800, 400, 200, 120][s]!;
+        const prevalence = [0.05, 0.12, 0.25, 0.4, 0.3][s]!;
+        const scores: number[] = [];
+        const labels: number[] = [];
+        for (let i = 0; i < n; i++) {
+          const y = rand() < prevalence ? 1 : 0;
+          scores.push(score(y, s));
+          labels.push(y);
+        }
+        allScores.push(...scores);
+        allLabels.push(...labels);
+        sites.push(siteCounts(scores, labels));
+      }
+      const exact = exactAuc(allScores, allLabels)!;
+      expect(exact, name).toBeCloseTo(pairwiseAuc(allScores, allLabels), 12); // the reference itself, checked pair by pair
+      const pooled = metricsFromCounts(poolCounts(sites));
+      expect(Math.abs(pooled.auc! - exact), name).toBeLessThan(0.002);
+      const distinct = new Set(allScores).size;
+      if (name === 'integer points score') expect(distinct).toBeLessThanOrEqual(13);
+      if (name === 'rounded to 0.01') expect(distinct).toBeLessThanOrEqual(101);
+      // Crowded: many distinct scores share the outermost histogram bins, where ties inside a bin are approximated.
+      if (name === 'saturated near 0 and 1') expect(allScores.filter((x) => binOf(x) === 0 || binOf(x) === HISTOGRAM_BINS - 1).length / allScores.length).toBeGreaterThan(0.15);
+    }
   });
 
   it('should sum confusion counts into sensitivity and specificity', () => {

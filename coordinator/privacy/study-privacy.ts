@@ -1,0 +1,206 @@
+/**
+ * Differential privacy at the coordinator, called from the study runner at four points of a round:
+ * `gate` before it (stop a study whose next round would pass its target epsilon), `trainFields` in the train task
+ * (this round's clip), `aggregate` instead of the plain mean (client-level DP: clip, sum, Gaussian noise, adaptive
+ * clip), and `record` after it (epsilon per site, record-level and client-level apart, on the round and the study).
+ *
+ * Client-level DP with central noise trusts the coordinator with individual updates (it sees them, then adds
+ * noise); it protects each site's contribution from everyone who gets the model. Record-level DP needs no trust in
+ * the coordinator: the sites add their own noise, and the coordinator only shows what they report.
+ */
+import type { Tensor } from '../../protocol/codec.ts';
+import { CohortError, type WireError } from '../../protocol/errors.ts';
+import type { DpSettings, TrainPrivacy } from '../../protocol/messages.ts';
+import { epsilonOf } from '../../protocol/privacy/accountant.ts';
+import { gaussianNoise, type Uniform } from '../../protocol/privacy/noise.ts';
+import { clientRoundPlan } from '../../protocol/privacy/plan.ts';
+import type { AggregateInput, FitResult, Strategy } from '../strategies/strategy.ts';
+import type { RoundRecord, StudyRecord } from '../store/store.ts';
+
+/** Epsilon spent by one site, as shown to researchers. */
+export interface SiteEpsilon {
+  /** Record-level epsilon from the site's own accountant (record mode). */
+  record?: number;
+  /** Client-level epsilon (client modes): the site's own count of the rounds it contributed to. */
+  client?: number;
+  /** The site's epsilon (of the level its policy caps) after one more round like the last one. */
+  nextRound?: number;
+  /** Round of the site's latest report. */
+  round: number;
+}
+
+/** The coordinator's client-level accounting for one round (client modes). */
+export interface ClientRoundPrivacy {
+  /** Client-level epsilon of the model released after this round, by the coordinator's accountant. */
+  epsilon: number;
+  noiseMultiplier: number;
+  /** Standard deviation of the noise added to the sum of updates (updateNoiseMultiplier * clip). */
+  noiseStd: number;
+  clip: number;
+  /** The clip for the next round (changes only with adaptive clipping). */
+  nextClip: number;
+  /** Noisy fraction of sites whose update was within the clip (adaptive clipping only). */
+  withinClipFraction?: number;
+}
+
+/** `round.privacy`: what this round spent. */
+export interface RoundPrivacy {
+  mode: DpSettings['mode'];
+  delta: number;
+  perSite: Record<string, SiteEpsilon>;
+  client?: ClientRoundPrivacy;
+}
+
+/**
+ * `study.privacy`: epsilon spent so far, per site and for the study. `perSite[name].record` and `.client` are the
+ * two levels, kept apart; `client` (top level) is the coordinator's own accountant in client modes.
+ */
+export interface StudyPrivacy {
+  mode: DpSettings['mode'];
+  delta: number;
+  targetEpsilon?: number;
+  perSite: Record<string, SiteEpsilon>;
+  client?: { epsilon: number; rounds: number; noiseMultiplier: number; clip: number };
+  /** Sites that refused a round because their budget was spent (COHORT_ERR_POLICY_EPSILON_EXCEEDED). */
+  exhausted?: Record<string, { round: number; message: string; at: string }>;
+}
+
+const settingsOf = (study: StudyRecord): DpSettings | undefined => {
+  const dp = study.manifest.privacy.dp;
+  return dp && dp.mode !== 'none' ? dp : undefined;
+};
+
+/** The clip for `round`: the manifest's, or the last completed round's adapted one. */
+function clipFor(dp: DpSettings, rounds: readonly RoundRecord[], round: number): number {
+  const prev = rounds.filter((r) => r.round < round).at(-1);
+  return prev?.privacy?.client?.nextClip ?? dp.clip;
+}
+
+export class CoordinatorDp {
+  constructor(private readonly uniform?: Uniform) {}
+
+  /**
+   * Before a round: a coded error when the study must not run it: a mode this version cannot run, a strategy
+   * that needs individual updates with client-level DP, or a next round that would take the study past its
+   * target epsilon (COHORT_ERR_STUDY_EPSILON_TARGET, the study then stops with that reason).
+   */
+  gate(study: StudyRecord, round: number, rounds: readonly RoundRecord[], strategy: Strategy, expectedSites: number): WireError | undefined {
+    const dp = settingsOf(study);
+    if (!dp) return undefined;
+    if (dp.mode === 'client-distributed') {
+      return { code: 'COHORT_ERR_DP_UNSUPPORTED', message: 'client-distributed DP needs secure aggregation integration, not in this version; use client-central or record' };
+    }
+    if (dp.mode === 'client-central' && strategy.requires !== 'sum') {
+      return { code: 'COHORT_ERR_DP_INVALID', message: `strategy ${strategy.name} needs individual updates; client-level DP releases only a noisy sum` };
+    }
+    if (dp.mode === 'client-central') {
+      let plan;
+      try {
+        plan = clientRoundPlan(dp, study.manifest.training.rounds, expectedSites);
+      } catch (err) {
+        return { code: 'COHORT_ERR_DP_INVALID', message: err instanceof Error ? err.message : String(err) };
+      }
+      if (dp.targetEpsilon !== undefined) {
+        const next = epsilonOf([{ ...plan.event, steps: round }], dp.delta).epsilon;
+        if (next > dp.targetEpsilon * (1 + 1e-9)) return targetReached(round, next, dp.targetEpsilon, 'client');
+      }
+      return undefined;
+    }
+    // Record level: the sites know their own spend; the coordinator projects from their latest reports.
+    if (dp.targetEpsilon !== undefined) {
+      const last = rounds.filter((r) => r.round < round).at(-1)?.privacy?.perSite ?? {};
+      const next = Math.max(0, ...Object.values(last).map((s) => s.nextRound ?? 0));
+      if (next > dp.targetEpsilon * (1 + 1e-9)) return targetReached(round, next, dp.targetEpsilon, 'record');
+    }
+    return undefined;
+  }
+
+  /** Fields of this round's train task: the clip, in client modes. */
+  trainFields(study: StudyRecord, round: number, rounds: readonly RoundRecord[]): { dp?: { clip: number } } {
+    const dp = settingsOf(study);
+    if (!dp || dp.mode === 'record') return {};
+    return { dp: { clip: clipFor(dp, rounds, round) } };
+  }
+
+  /**
+   * Client-level DP with central noise: each update (site model minus global model) is clipped again here (a site
+   * that did not clip cannot weaken the guarantee), the clipped updates are summed, Gaussian noise of standard
+   * deviation updateNoiseMultiplier * clip is added, and the sum is divided by the number of sites (uniform weights:
+   * weighting by example counts would let one site's weight exceed the clip). The strategy gets the noisy mean.
+   * Undefined when the study does not use client-level DP.
+   */
+  aggregate(study: StudyRecord, round: number, rounds: readonly RoundRecord[], global: readonly Tensor[], results: readonly FitResult[], reports: ReadonlyMap<string, TrainPrivacy | undefined>): { input: AggregateInput; client: ClientRoundPrivacy } | undefined {
+    const dp = settingsOf(study);
+    if (!dp || dp.mode !== 'client-central') return undefined;
+    const clip = clipFor(dp, rounds, round);
+    const plan = clientRoundPlan(dp, study.manifest.training.rounds, results.length);
+    const sum = global.map((t) => new Float64Array(t.data.length));
+    for (const r of results) {
+      let sq = 0;
+      r.weights.forEach((w, k) => { const g = global[k]!.data; for (let i = 0; i < w.data.length; i++) sq += (w.data[i]! - g[i]!) ** 2; });
+      const f = Math.min(1, clip / Math.max(Math.sqrt(sq), 1e-30));
+      r.weights.forEach((w, k) => { const g = global[k]!.data; const s = sum[k]!; for (let i = 0; i < s.length; i++) s[i]! += f * (w.data[i]! - g[i]!); });
+    }
+    const noiseStd = plan.updateNoiseMultiplier * clip;
+    const n = results.length;
+    const mean: Tensor[] = global.map((t, k) => {
+      const noise = gaussianNoise(t.data.length, noiseStd, ...(this.uniform ? [this.uniform] : []));
+      const s = sum[k]!;
+      return { shape: [...t.shape], data: Float32Array.from(t.data, (g, i) => g + (s[i]! + noise[i]!) / n) };
+    });
+    let nextClip = clip;
+    let withinClipFraction: number | undefined;
+    if (dp.adaptiveClipping) {
+      // Andrew et al. 2021: the count of sites within the clip, centred (sensitivity 1/2) and noised, moves the clip
+      // geometrically toward the target quantile of update norms.
+      const centred = results.reduce((acc, r) => acc + ((reports.get(r.site)?.withinClip ?? false) ? 0.5 : -0.5), 0);
+      const noisy = centred + (gaussianNoise(1, plan.bitNoiseStd, ...(this.uniform ? [this.uniform] : []))[0] ?? 0);
+      withinClipFraction = Math.min(1, Math.max(0, noisy / n + 0.5));
+      nextClip = clip * Math.exp(-dp.adaptiveClipping.learningRate * (withinClipFraction - dp.adaptiveClipping.targetQuantile));
+    }
+    const epsilon = epsilonOf([{ ...plan.event, steps: round }], dp.delta).epsilon;
+    return {
+      input: { kind: 'mean', mean, totalWeight: n, sites: results.map((r) => r.site) },
+      client: { epsilon, noiseMultiplier: plan.noiseMultiplier, noiseStd, clip, nextClip, ...(withinClipFraction !== undefined ? { withinClipFraction } : {}) },
+    };
+  }
+
+  /** The round's privacy record from the sites' reports (and the coordinator's client accounting). */
+  roundPrivacy(study: StudyRecord, round: number, reports: ReadonlyMap<string, TrainPrivacy | undefined>, client: ClientRoundPrivacy | undefined): RoundPrivacy | undefined {
+    const dp = settingsOf(study);
+    if (!dp) return undefined;
+    const perSite: Record<string, SiteEpsilon> = {};
+    for (const [site, p] of reports) {
+      if (!p) continue;
+      perSite[site] = {
+        round, ...(p.recordEpsilon !== undefined ? { record: p.recordEpsilon } : {}), ...(p.clientEpsilon !== undefined ? { client: p.clientEpsilon } : {}),
+        ...(p.nextRoundEpsilon !== undefined ? { nextRound: p.nextRoundEpsilon } : {}),
+      };
+    }
+    return { mode: dp.mode, delta: dp.delta, perSite, ...(client ? { client } : {}) };
+  }
+
+  /** `study.privacy` after a round (or a refusal): the latest report of every site, the study's client epsilon. */
+  studyPrivacy(study: StudyRecord, rounds: readonly RoundRecord[], refusals: readonly { site: string; code: string; message: string }[] = []): StudyPrivacy | undefined {
+    const dp = settingsOf(study);
+    if (!dp) return undefined;
+    const perSite: Record<string, SiteEpsilon> = { ...study.privacy?.perSite };
+    for (const r of rounds) for (const [site, e] of Object.entries(r.privacy?.perSite ?? {})) perSite[site] = e;
+    const exhausted = { ...study.privacy?.exhausted };
+    const now = new Date().toISOString();
+    const round = (rounds.at(-1)?.round ?? 0) + 1;
+    for (const f of refusals) if (f.code === 'COHORT_ERR_POLICY_EPSILON_EXCEEDED') exhausted[f.site] = { round, message: f.message, at: now };
+    const last = rounds.at(-1)?.privacy?.client;
+    return {
+      mode: dp.mode, delta: dp.delta, ...(dp.targetEpsilon !== undefined ? { targetEpsilon: dp.targetEpsilon } : {}), perSite,
+      ...(last ? { client: { epsilon: last.epsilon, rounds: rounds.length, noiseMultiplier: last.noiseMultiplier, clip: last.nextClip } } : {}),
+      ...(Object.keys(exhausted).length ? { exhausted } : {}),
+    };
+  }
+}
+
+function targetReached(round: number, projected: number, target: number, level: 'record' | 'client'): WireError {
+  return new CohortError('COHORT_ERR_STUDY_EPSILON_TARGET',
+    `round ${round} would bring the study's ${level}-level epsilon to ${projected.toFixed(4)}, past its target ${target}; stopped after round ${round - 1}`,
+    { projectedEpsilon: projected, targetEpsilon: target, level, lastRound: round - 1 }).toWire();
+}
