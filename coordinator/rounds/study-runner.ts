@@ -91,6 +91,7 @@ export class StudyRunner {
       this.deps.log.debug({ studyId }, 'another coordinator replica runs this study');
       return;
     }
+    this.deps.log.info({ studyId }, 'study lease acquired');
     lease.onLost(() => {
       this.deps.log.warn({ studyId }, 'study lease lost; leaving the study to another replica');
       ctl.stop = true;

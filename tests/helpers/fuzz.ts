@@ -259,7 +259,7 @@ export async function fuzzRest(url: string, routes: readonly Route[], n: number,
       else if (r < 0.93) body = f.pick(['{"training":{"rounds":NaN}}', '{"a":Infinity}', '{"a":1e999}', '[', '{"__proto__":{"admin":true}}', '\u0000', '{}{}']);
       else body = `{"name":"${'A'.repeat(1_200_000)}"}`; // over the 1 MiB body limit
     }
-    const res = await fetch(new URL(path + query, url), { method: route.method, headers, ...(body === undefined ? {} : { body }) });
+    const res = await fetch(new URL(path + query, url), { method: route.method, headers, redirect: 'manual', ...(body === undefined ? {} : { body }) });
     stats.sent++;
     stats.byStatus.set(res.status, (stats.byStatus.get(res.status) ?? 0) + 1);
     const text = await res.text();

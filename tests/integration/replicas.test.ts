@@ -72,6 +72,8 @@ describe.skipIf(missing.length > 0)('coordinator replicas on PostgreSQL and Redi
     expect(early.body.rounds[0]!.participants.sort()).toEqual(['Site 1', 'Site 2', 'Site 3']);
 
     await leader.kill();
+    // The survivor takes the study's lease (its takeover loop runs every 2 s) before the killed replica is back.
+    await waitFor(() => (logMessages(other.lines).some((l) => l.msg === 'study lease acquired' && l.studyId === id) ? true : undefined), 30_000, 50);
     const restarted = await startCoordinatorProcess(leader === a ? dirA : dirB, { adminToken: admin, args, port: Number(new URL(leader.url).port) });
     procs.push(restarted);
 
@@ -83,10 +85,10 @@ describe.skipIf(missing.length > 0)('coordinator replicas on PostgreSQL and Redi
     expect(final.rounds.map((r) => r.round)).toEqual(Array.from({ length: rounds }, (_, i) => i + 1));
     expect(final.rounds.at(-1)!.participants.sort()).toEqual(['Site 1', 'Site 2', 'Site 3']);
     expect(final.rounds.at(-1)!.pooled.auc).toBeGreaterThan(0.97);
-    // The surviving replica took the lease over (within its 2 s takeover loop, before the killed one restarted).
+    // The survivor ran the rest of the study, reaching the restarted replica's sites through Redis.
     const doneBy = (p: Proc) => logMessages(p.lines).filter((l) => l.msg === 'round completed' && l.studyId === id).map((l) => l.round as number);
-    expect(doneBy(other).length).toBeGreaterThan(0);
-    expect([...doneBy(leader), ...doneBy(other), ...doneBy(restarted)].length).toBeGreaterThanOrEqual(rounds);
+    expect(doneBy(other)).toContain(rounds);
+    expect(doneBy(restarted)).toEqual([]);
 
     // The database agrees: each round once, one audit line per round, a checkpoint per round plus round 0.
     const client = new pg.Client({ connectionString: db.url });
