@@ -7,7 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { json, RESEARCHER, startCoordinator, tempDir, waitForEnd, wdbcManifest, createStudy, type StudyStatusBody } from '../helpers/cluster.ts';
+import { json, RESEARCHER, startCoordinator, tempDir, waitFor, wdbcManifest, createStudy, type StudyStatusBody } from '../helpers/cluster.ts';
 import { siteInit } from '../../cli/site-commands.ts';
 import { WDBC } from '../../cli/demo.ts';
 import { seededRandom } from '../../site-agent/data/split.ts';
@@ -29,6 +29,8 @@ export interface LoadResult {
   rssBeforeMB: number;
   peakRssMB: number;
   peakHeapMB: number;
+  /** Heap still in use after a full GC at the end (needs --expose-gc): what the coordinator keeps. */
+  retainedHeapMB: number;
   /** CPU time this process (the coordinator) used during the study, as a share of the study's wall time. */
   coordinatorCpuShare: number;
 }
@@ -115,7 +117,13 @@ export async function runLoad(o: { agents: number; workers: number; rounds: numb
         if (done !== last) say(`round ${done}/${o.rounds} done`);
         last = done;
       }, 250);
-      const final: StudyStatusBody = await waitForEnd(c.url, id, 900_000).finally(() => clearInterval(progress));
+      // Watch the store in-process: polling the REST API would make the coordinator serialize every round
+      // several times a second and the memory figures would measure the harness.
+      await waitFor(() => (['completed', 'failed', 'stopped'].includes(c.coordinator.store.getStudy(id)?.status ?? '') ? true : undefined), 900_000, 200)
+        .finally(() => clearInterval(progress));
+      const final = (await json<StudyStatusBody>(c.url, `/api/studies/${id}`)).body;
+      global.gc?.();
+      const retained = process.memoryUsage().heapUsed;
       const cpu = process.cpuUsage(cpu0);
       const coordinatorCpuShare = Math.round(((cpu.user + cpu.system) / 1000 / (Date.now() - wall0)) * 100) / 100;
       const records = c.coordinator.store.listRounds(id);
@@ -123,7 +131,7 @@ export async function runLoad(o: { agents: number; workers: number; rounds: numb
       return {
         agents: o.agents, workers: o.workers, rounds: o.rounds, status: final.study.status, roundMs, p50: percentile(roundMs, 50), p95: percentile(roundMs, 95),
         participants: records.map((r) => r.participants.length), enrollMs, connectMs,
-        rssBeforeMB: mb(rssBefore), peakRssMB: mb(peakRss), peakHeapMB: mb(peakHeap), coordinatorCpuShare,
+        rssBeforeMB: mb(rssBefore), peakRssMB: mb(peakRss), peakHeapMB: mb(peakHeap), retainedHeapMB: mb(retained), coordinatorCpuShare,
       };
     } finally {
       clearInterval(sampler);
