@@ -16,8 +16,10 @@ import { api, ApiError } from './http.ts';
 import { downloadModel } from './study-model.ts';
 import { createResearcherKey, loadResearcherKey, signedStudyRequest } from './researcher.ts';
 import { siteInit, siteRun } from './site-commands.ts';
+import { datasetAdd, datasetList, formatSchema, type DatasetAddOptions } from './dataset-commands.ts';
 import { watchStudy } from './watch.ts';
 import { runDemo } from './demo.ts';
+import { registerSimulate } from './simulate.ts';
 
 // `cohort site audit | head` must not crash when the reader goes away.
 process.stdout.on('error', (e: NodeJS.ErrnoException) => {
@@ -141,6 +143,51 @@ example(site.command('init')
     if (r.siteId) console.log(`enrolled as ${r.siteId}; coordinator key pinned (fingerprint ${r.coordinatorFingerprint})`);
     else console.log('not enrolled (no --token): only a coordinator started with --enrollment open will accept this site');
   }), 'cohort site init --dir ./site --name "St Mary" --coordinator https://fl.example.org --token enr_... --dataset wdbc --csv wdbc.csv --label malignant');
+const dataset = site.command('dataset').description("register the site's local data (it never leaves the site; only its schema does)");
+example(dataset.command('add')
+  .description('add a dataset to site.json after checking it; prints the schema the coordinator will see (names, types, classes, shape, rounded counts)')
+  .requiredOption('--dir <dir>', 'site directory')
+  .requiredOption('--id <id>', 'dataset id that studies name in task.dataset')
+  .addOption(new Option('--kind <kind>', 'csv: a table; images: one folder per class (PNG/JPEG); dicom: a folder + labels CSV').choices(['csv', 'images', 'dicom']).makeOptionMandatory())
+  .requiredOption('--path <path>', 'the CSV file, or the image / DICOM folder')
+  .option('--label <name>', 'csv: the label column; images: the name reported for the class (default class); dicom: the labels CSV column (default label)')
+  .option('--labels <csv>', 'dicom: CSV with columns file (path inside --path) and the label')
+  .option('--shape <h,w,c>', 'images/dicom: the shape every example is resized to, channels 1 (grey) or 3 (RGB), e.g. 8,8,1')
+  .option('--categorical <cols>', 'csv: columns to one-hot encode, comma-separated')
+  .option('--types <col=type,...>', 'csv: declared column types: number, category or ignore')
+  .option('--missing <col=strategy,...>', 'csv: missing-value strategy per column: mean, median, mode or drop (default: median for numbers, mode for categories)')
+  .option('--levels <col=a|b;col2=...>', 'csv: category levels in one-hot order (the same at every site; a study manifest may declare them instead)')
+  .option('--exclude <cols>', 'csv: columns to leave out, comma-separated')
+  .option('--features <cols>', 'csv: feature columns in order (default: every column but the label and excluded ones)')
+  .option('--classes <names>', 'images/dicom: class names in index order (default: sorted)')
+  .option('--normalize <how>', 'images: scale (to [0,1], default) or MEAN/STD per channel, e.g. 0.5/0.25')
+  .option('--window <policy>', 'dicom: file (default), minmax, none, or a fixed CENTER,WIDTH such as 40,400')
+  .addOption(new Option('--frames <policy>', 'dicom multi-frame files: every frame an example, or only one').choices(['all', 'first', 'middle']))
+  .option('--replace', 'replace a dataset with the same id')
+  .option('--no-check', 'do not read the data now (by default it is read once and its schema printed)')
+  .action(async (o: DatasetAddOptions) => {
+    const r = await datasetAdd(o);
+    console.log(`added dataset ${r.dataset.id} (${r.dataset.kind}, ${r.dataset.path}) to ${o.dir}/site.json`);
+    if (r.schema) {
+      console.log('what the coordinator will see of it:');
+      for (const l of formatSchema(r.schema)) console.log(l);
+    }
+  }), 'cohort site dataset add --dir ./site --id digits --kind images --path ./data/images/digits/png --shape 8,8,1');
+example(dataset.command('list')
+  .description('list the datasets in site.json; --describe reads each and prints its schema')
+  .requiredOption('--dir <dir>', 'site directory')
+  .option('--describe', 'read each dataset and print what the coordinator would see of it')
+  .action(async (o: { dir: string; describe?: boolean }) => {
+    const all = await datasetList(o.dir, o.describe ?? false);
+    if (all.length === 0) console.log('no datasets; add one with cohort site dataset add');
+    for (const d of all) {
+      const c = d.dataset;
+      const extra = c.kind === 'csv' ? `label ${c.label}` : c.kind === 'images' ? `shape ${c.shape.join(',')}` : `labels ${c.labels}, shape ${c.shape.join(',')}`;
+      console.log(`${c.id.padEnd(16)} ${c.kind.padEnd(7)} ${c.path}  (${extra})`);
+      if (d.schema) for (const l of formatSchema(d.schema)) console.log(l);
+      if (d.error) console.log(`  cannot be read: ${d.error}`);
+    }
+  }), 'cohort site dataset list --dir ./site --describe');
 example(site.command('run')
   .description('run the agent: dial out, authenticate, train on local data when asked')
   .requiredOption('--dir <dir>', 'site directory')
@@ -269,6 +316,8 @@ example(program.command('demo')
   .action(async (o: { rounds: string; sites: string; dir?: string; keep?: boolean; loso?: boolean; dp?: boolean }) => {
     process.exitCode = await runDemo({ rounds: Number(o.rounds), sites: Number(o.sites), keep: o.keep ?? false, loso: o.loso ?? false, dp: o.dp ?? false, ...(o.dir ? { dir: o.dir } : {}) });
   }), 'cohort demo --rounds 10 --loso   (or: cohort demo --dp --sites 5 --rounds 20)');
+
+registerSimulate(program, example);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   if (err instanceof CohortError || err instanceof ApiError) {

@@ -53,6 +53,51 @@ export class Checkpoints {
     return new Uint8Array(bytes);
   }
 
+  // ------------------------------------------------------------ strategy state
+  // A stateful strategy's server state (FedAvgM velocity, FedAdam moments) after round r lives beside round r's
+  // model and is written before it, with the same atomic write, so a resumed round r + 1 starts from exactly the
+  // state the uninterrupted run would have had.
+
+  private statePath(studyId: string, round: number): string {
+    return join(this.dir!, studyId, `round-${String(round).padStart(5, '0')}.strategy.cht`);
+  }
+
+  /** Saves a strategy's server state after `round` (an empty list saves nothing). */
+  async saveState(studyId: string, round: number, state: readonly Tensor[]): Promise<void> {
+    if (state.length === 0) return;
+    const bytes = encodeTensors(state);
+    if (!this.dir) {
+      this.memory.set(`${studyId}/${round}/strategy`, bytes);
+      return;
+    }
+    const final = this.statePath(studyId, round);
+    await mkdir(join(this.dir, studyId), { recursive: true });
+    const tmp = `${final}.${process.pid}.tmp`;
+    const fh = await open(tmp, 'w', 0o600);
+    try {
+      await fh.writeFile(bytes);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, final);
+  }
+
+  /** The strategy state saved after `round`, or an empty list when there is none (round 0, stateless strategy). */
+  async loadState(studyId: string, round: number): Promise<Tensor[]> {
+    let bytes: Uint8Array | undefined;
+    if (this.dir) {
+      try {
+        bytes = await readFile(this.statePath(studyId, round));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+    } else {
+      bytes = this.memory.get(`${studyId}/${round}/strategy`);
+    }
+    return bytes ? decodeTensors(bytes) : [];
+  }
+
   async remove(studyId: string): Promise<void> {
     if (this.dir) await rm(join(this.dir, studyId), { recursive: true, force: true });
   }

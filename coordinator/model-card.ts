@@ -37,7 +37,12 @@ export interface ModelCard {
     format: 'tfjs-layers';
     files: string[];
   };
-  data: { dataset: string; label: string; features?: string[]; holdoutFraction: number; seed: number };
+  data: {
+    dataset: string; label: string; features?: string[]; holdoutFraction: number; seed: number;
+    /** How inputs were scaled in training; apply the same `(x - mean) / std` per feature before predicting. */
+    standardize: StudyRecord['manifest']['task']['standardize'];
+    standardization?: { mean: number[]; std: number[] };
+  };
   training: {
     roundsPlanned: number;
     roundsCompleted: number;
@@ -100,6 +105,7 @@ export function buildModelCard(study: StudyRecord, rounds: readonly RoundRecord[
     data: {
       dataset: m.task.dataset, label: m.task.label, ...(m.task.features ? { features: m.task.features } : {}),
       holdoutFraction: m.evaluation.holdoutFraction, seed: m.seed,
+      standardize: m.task.standardize, ...(study.standardization ? { standardization: study.standardization } : {}),
     },
     training: {
       roundsPlanned: m.training.rounds, roundsCompleted: study.completedRounds, localEpochs: m.training.localEpochs, batchSize: m.training.batchSize,

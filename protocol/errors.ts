@@ -41,6 +41,13 @@ export const ERRORS = {
   COHORT_ERR_ROUND_STALE: { http: 409, message: 'reply is for a round that is not in progress' },
   COHORT_ERR_ROUND_TOO_FEW_RESULTS: { http: 503, message: 'too few sites returned results before the deadline' },
   COHORT_ERR_ROUND_DUPLICATE: { http: 409, message: 'site already submitted for this round' },
+  // aggregation strategies (coordinator/strategies)
+  COHORT_ERR_STUDY_STRATEGY_NEEDS_INDIVIDUAL: { http: 400, message: 'strategy needs individual updates and cannot run under secure aggregation' },
+  COHORT_ERR_STUDY_STRATEGY_INVALID: { http: 400, message: 'strategy parameters do not fit the study' },
+  // simulations (cohort simulate)
+  COHORT_ERR_SIM_SCENARIO_INVALID: { http: 400, message: 'simulation scenario or flag is invalid' },
+  COHORT_ERR_SIM_PARTITION_INVALID: { http: 400, message: 'data cannot be partitioned across the virtual sites as asked' },
+  COHORT_ERR_SIM_WORKER_FAILED: { http: 500, message: 'a simulation worker thread failed' },
   // site-side
   COHORT_ERR_SITE_DATASET_UNKNOWN: { http: 404, message: 'the site has no dataset with that id' },
   COHORT_ERR_SITE_SCHEMA_MISMATCH: { http: 422, message: 'site data does not match the study task' },
@@ -66,6 +73,11 @@ export const ERRORS = {
   // data sources
   COHORT_ERR_DATA_PARSE: { http: 422, message: 'data file could not be parsed' },
   COHORT_ERR_DATA_SCHEMA: { http: 422, message: 'data does not match its declared schema' },
+  COHORT_ERR_DATA_CORRUPT: { http: 422, message: 'data file is damaged or truncated and cannot be decoded' },
+  COHORT_ERR_DATA_UNSUPPORTED: { http: 422, message: 'data file format or encoding is not supported' },
+  COHORT_ERR_DATA_EMPTY: { http: 422, message: 'dataset has no usable examples' },
+  COHORT_ERR_SITE_DATASET_PATH: { http: 400, message: 'dataset path does not exist or is the wrong kind' },
+  COHORT_ERR_SITE_DATASET_EXISTS: { http: 409, message: 'a dataset with that id is already registered' },
   // models
   COHORT_ERR_MODEL_SPEC_INVALID: { http: 400, message: 'model specification is invalid' },
   // transport security (TLS)

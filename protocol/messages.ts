@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { CohortError, isErrorCode, type WireError } from './errors.ts';
+import { LayersTopologySchema } from './model-topology.ts';
 
 const id = z.string().min(1).max(128).regex(/^[A-Za-z0-9._:-]+$/, 'letters, digits and . _ : - only');
 const bytes = z.custom<Uint8Array>((v) => v instanceof Uint8Array, 'expected binary data');
@@ -21,6 +22,28 @@ export const ModelSpecSchema = z.discriminatedUnion('template', [
     dropout: z.number().min(0).max(0.9).default(0),
     l2: z.number().min(0).max(1).default(0),
   }),
+  /** The digits reference CNN for [h, w, c] images: conv 3x3x16 same - maxpool 2 - conv 3x3x32 - dense 64 - output. */
+  z.object({ template: z.literal('cnn-small') }),
+  /** A CNN from parameters: conv blocks (each `convs` convolutions then a max pool of `pool`, 1 = none), a dense head. */
+  z.object({
+    template: z.literal('cnn'),
+    blocks: z.array(z.object({
+      filters: z.number().int().min(1).max(512),
+      kernel: z.number().int().min(1).max(11).default(3),
+      convs: z.number().int().min(1).max(4).default(1),
+      pool: z.number().int().min(1).max(4).default(2),
+    })).min(1).max(8).default([{ filters: 16, kernel: 3, convs: 1, pool: 2 }, { filters: 32, kernel: 3, convs: 1, pool: 2 }]),
+    padding: z.enum(['same', 'valid']).default('same'),
+    dense: z.array(z.number().int().min(1).max(4096)).max(4).default([64]),
+    activation: z.enum(['relu', 'tanh', 'elu']).default('relu'),
+    /** Batch normalization after each convolution (before its activation). */
+    batchNorm: z.boolean().default(false),
+    /** Dropout before each dense layer of the head. */
+    dropout: z.number().min(0).max(0.9).default(0),
+    l2: z.number().min(0).max(1).default(0),
+  }),
+  /** A tfjs layers topology (JSON, checked against an allow-list; see protocol/model-topology.ts). */
+  z.object({ template: z.literal('layers'), topology: LayersTopologySchema }),
 ]);
 export type ModelSpec = z.infer<typeof ModelSpecSchema>;
 
@@ -32,6 +55,47 @@ export const ResolvedModelSchema = z.object({
 });
 export type ResolvedModel = z.infer<typeof ResolvedModelSchema>;
 
+// ---------------------------------------------------------------- aggregation strategies
+
+/**
+ * How the coordinator turns site updates into the next global model: a name and that paper's parameters, with the
+ * paper's defaults (see coordinator/strategies/ and docs/simulations.md). `fedavg`, `fedavgm`, `fedprox` and the
+ * adaptive optimizers need only the weighted mean of the updates (so they run under secure aggregation);
+ * `fedmedian`, `trimmed-mean`, `krum` and `multi-krum` need each site's update and cannot.
+ */
+export const StrategySpecSchema = z.discriminatedUnion('name', [
+  z.object({ name: z.literal('fedavg') }),
+  z.object({
+    name: z.literal('fedavgm'),
+    serverLearningRate: z.number().positive().max(100).default(1),
+    momentum: z.number().min(0).lt(1).default(0.9),
+  }),
+  z.object({ name: z.literal('fedprox'), mu: z.number().min(0).max(1000).default(0.01) }),
+  ...(['fedadam', 'fedyogi'] as const).map((name) => z.object({
+    name: z.literal(name),
+    eta: z.number().positive().max(100).default(0.1),
+    beta1: z.number().min(0).lt(1).default(0.9),
+    beta2: z.number().min(0).lt(1).default(0.99),
+    tau: z.number().positive().max(1).default(1e-3),
+  })),
+  z.object({
+    name: z.literal('fedadagrad'),
+    eta: z.number().positive().max(100).default(0.1),
+    beta1: z.number().min(0).lt(1).default(0.9),
+    tau: z.number().positive().max(1).default(1e-3),
+  }),
+  z.object({ name: z.literal('fedmedian') }),
+  z.object({ name: z.literal('trimmed-mean'), beta: z.number().min(0).lt(0.5).default(0.1) }),
+  z.object({ name: z.literal('krum'), byzantine: z.number().int().min(0).max(10_000).default(1) }),
+  z.object({
+    name: z.literal('multi-krum'),
+    byzantine: z.number().int().min(0).max(10_000).default(1),
+    /** Updates averaged; default n - byzantine. */
+    select: z.number().int().min(1).max(100_000).optional(),
+  }),
+]);
+export type StrategySpec = z.output<typeof StrategySpecSchema>;
+export type StrategyName = StrategySpec['name'];
 // ---------------------------------------------------------------- differential privacy (manifest `privacy.dp`)
 
 /**
@@ -101,6 +165,22 @@ export const StudyManifestSchema = z.object({
     features: z.array(z.string().min(1).max(200)).min(1).max(100_000).optional(),
     /** Class names; when given, every site must report the same. */
     classes: z.array(z.string().min(1).max(200)).min(2).max(10_000).optional(),
+    // ---- the schema contract (all optional): what every site's data must be, checked before round 1
+    /** Kind of data every site must hold. */
+    kind: z.enum(['csv', 'images', 'dicom']).optional(),
+    /** Declared type per tabular feature; sites use it for columns their site.json does not type. */
+    featureTypes: z.record(z.string().min(1).max(200), z.enum(['number', 'category'])).optional(),
+    /** Category levels in one-hot order; sites encode with exactly these, so one-hot columns line up. */
+    levels: z.record(z.string().min(1).max(200), z.array(z.string().min(1).max(200)).min(1).max(10_000)).optional(),
+    /** Shape of one example as the model sees it, e.g. [8, 8, 1] for images. */
+    inputShape: z.array(z.number().int().min(1).max(1 << 20)).min(1).max(4).optional(),
+    /** Fewest examples (as the site reports them, rounded) a site needs to take part. */
+    minExamples: z.number().int().min(0).max(1e9).optional(),
+    /**
+     * `federated` (default): features scaled with means and variances pooled across sites before round 1;
+     * `local`: each site's own training split (the pre-0.2 behaviour); `none`: as the data source gives them.
+     */
+    standardize: z.enum(['federated', 'local', 'none']).default('federated'),
   }),
   model: ModelSpecSchema,
   training: z.object({
@@ -110,7 +190,7 @@ export const StudyManifestSchema = z.object({
     optimizer: z.enum(['adam', 'sgd']).default('adam'),
     learningRate: z.number().positive().max(10).default(0.01),
   }),
-  strategy: z.object({ name: z.enum(['fedavg']).default('fedavg') }).default({ name: 'fedavg' }),
+  strategy: StrategySpecSchema.default({ name: 'fedavg' }),
   participation: z.object({
     minSites: z.number().int().min(1).max(100_000).default(2),
     /** Sites by name; when absent, every connected site with the dataset takes part. */
@@ -193,6 +273,17 @@ const taskBase = {
 };
 
 export const DescribeTaskSchema = z.object({ kind: z.literal('describe'), ...taskBase });
+/** Before round 1 (federated standardization): per-feature count, sum and sum of squares of the training split. */
+export const StatsTaskSchema = z.object({ kind: z.literal('stats'), ...taskBase });
+
+/** Most standardization slots (tabular numeric columns, or image channels) a study may have. */
+export const MAX_STATS_SLOTS = 100_000;
+/** Global per-slot mean and standard deviation, pooled across sites; every site scales its features with these. */
+export const StandardizationSchema = z.object({
+  mean: z.array(z.number().finite()).max(MAX_STATS_SLOTS),
+  std: z.array(z.number().finite().positive()).max(MAX_STATS_SLOTS),
+}).refine((s) => s.mean.length === s.std.length, 'mean and std differ in length');
+export type Standardization = z.infer<typeof StandardizationSchema>;
 export const TrainTaskSchema = z.object({
   kind: z.literal('train'),
   ...taskBase,
@@ -204,6 +295,10 @@ export const TrainTaskSchema = z.object({
   learningRate: z.number().positive(),
   /** How many sites this round's aggregate combines (site policies may set a minimum). */
   participants: z.number().int().min(1),
+  /** Pooled statistics when the study standardizes federatedly. */
+  standardization: StandardizationSchema.optional(),
+  /** FedProx: add (mu / 2) * ||w - w_global||^2 to the local loss. */
+  proximalMu: z.number().min(0).max(1000).optional(),
   /** Client-level DP: this round's clip for the site's update (it changes under adaptive clipping). */
   dp: z.object({ clip: z.number().positive() }).optional(),
 });
@@ -212,20 +307,31 @@ export const EvaluateTaskSchema = z.object({
   ...taskBase,
   model: ResolvedModelSchema,
   weights: bytes,
+  standardization: StandardizationSchema.optional(),
 });
-export const TaskSchema = z.discriminatedUnion('kind', [DescribeTaskSchema, TrainTaskSchema, EvaluateTaskSchema]);
+export const TaskSchema = z.discriminatedUnion('kind', [DescribeTaskSchema, StatsTaskSchema, TrainTaskSchema, EvaluateTaskSchema]);
 export type DescribeTask = z.infer<typeof DescribeTaskSchema>;
+export type StatsTask = z.infer<typeof StatsTaskSchema>;
 export type TrainTask = z.infer<typeof TrainTaskSchema>;
 export type EvaluateTask = z.infer<typeof EvaluateTaskSchema>;
 export type Task = z.infer<typeof TaskSchema>;
 
+const roundedCounts = z.record(z.string().max(200), z.number().int().min(0)).refine((r) => Object.keys(r).length <= 100_000, 'too many entries');
 export const SchemaReportSchema = z.object({
   kind: z.enum(['csv', 'images', 'dicom']),
   label: z.string(),
-  features: z.array(z.object({ name: z.string(), type: z.enum(['number', 'category']) })).optional(),
+  features: z.array(z.object({
+    name: z.string(), type: z.enum(['number', 'category']),
+    levels: z.array(z.string().max(200)).max(10_000).optional(),
+  })).optional(),
   classes: z.array(z.string()),
   inputShape: z.array(z.number().int().min(1)),
   examplesRounded: z.number().int().min(0),
+  // Data-quality counts, all rounded like examplesRounded: they tell the researcher why a site has fewer examples.
+  skipped: z.object({ count: z.number().int().min(0), reasons: roundedCounts }).optional(),
+  missing: roundedCounts.optional(),
+  unseenLevels: roundedCounts.optional(),
+  droppedRows: z.number().int().min(0).optional(),
 });
 export type SchemaReport = z.infer<typeof SchemaReportSchema>;
 
@@ -262,6 +368,17 @@ export type TrainResult = z.infer<typeof TrainResultSchema>;
 export const EvaluateResultSchema = z.object({ counts: EvalCountsSchema });
 export type EvaluateResult = z.infer<typeof EvaluateResultSchema>;
 export const DescribeResultSchema = z.object({ schema: SchemaReportSchema });
+/**
+ * One site's standardization sums as ONE numeric vector `[count_0..count_{k-1}, sum_0.., sumSq_0..]` (k = slots),
+ * so pooling is a plain vector sum and can go through secure aggregation unchanged (protocol/standardization.ts).
+ */
+export const StatsResultSchema = z.object({
+  stats: z.object({
+    slots: z.number().int().min(0).max(MAX_STATS_SLOTS),
+    vector: z.array(z.number().finite()).max(3 * MAX_STATS_SLOTS),
+  }).refine((s) => s.vector.length === 3 * s.slots, 'vector length must be 3 × slots'),
+});
+export type StatsResult = z.infer<typeof StatsResultSchema>;
 export type DescribeResult = z.infer<typeof DescribeResultSchema>;
 
 export const WireErrorSchema = z.object({

@@ -16,16 +16,17 @@ import type { Logger } from 'pino';
 import { CohortError, toWireError, type ErrorCode, type WireError } from '../protocol/errors.ts';
 import { SITE_NAMESPACE, type AuthAck, type ClientToServerEvents, type HelloAck, type ServerToClientEvents } from '../protocol/events.ts';
 import {
-  TaskSchema, challengeMessage, parseMessage, type DescribeResult, type EvaluateResult, type Reply, type SchemaReport,
-  type StudyManifest, type Task, type TrainResult,
+  TaskSchema, challengeMessage, parseMessage, type DescribeResult, type EvaluateResult, type Reply,
+  type StatsResult, type StudyManifest, type Task, type TrainResult,
 } from '../protocol/messages.ts';
 import { decodeTensors, encodeTensors } from '../protocol/codec.ts';
 import { weightShapes } from '../protocol/models.ts';
 import { PROTOCOL_VERSION } from '../protocol/version.ts';
 import { resolveIn, type SiteConfig } from './config.ts';
 import { publicKeyB64, type Identity } from './keys.ts';
-import { CsvSource } from './data/csv-source.ts';
-import type { DataSource } from './data/data-source.ts';
+import type { DataSource, SourceOptions } from './data/data-source.ts';
+import { openDataSource } from './data/open-source.ts';
+import { schemaReport, sourceOptionsFor, statsReply, taskData } from './data/task-data.ts';
 import { evaluate, train } from './training/trainer.ts';
 import { selectBackend } from './training/backends.ts';
 import { SiteDp } from './mods/dp.ts';
@@ -50,7 +51,7 @@ export interface AgentOptions {
    * Where a dataset id leads. Default: the datasets registered in site.json. Simulations pass in-memory
    * partitions here so that virtual sites run this same agent code.
    */
-  sourceFor?: (dataset: string, split: { holdoutFraction: number; seed: number }) => DataSource;
+  sourceFor?: (dataset: string, split: SourceOptions) => DataSource;
   /** false: keep no ledger (virtual sites in simulations only). */
   ledger?: boolean;
 }
@@ -205,17 +206,18 @@ export class SiteAgent {
     await this.queue.catch(() => undefined);
   }
 
-  private source(dataset: string, holdoutFraction: number, seed: number): DataSource {
-    const key = `${dataset}|${holdoutFraction}|${seed}`;
+  /** The source for a task's dataset, honouring the study's declarations (cached per dataset and options). */
+  private source(dataset: string, opts: SourceOptions): DataSource {
+    const key = `${dataset}|${JSON.stringify(opts)}`;
     let s = this.sources.get(key);
     if (!s && this.opts.sourceFor) {
-      s = this.opts.sourceFor(dataset, { holdoutFraction, seed });
+      s = this.opts.sourceFor(dataset, opts);
       this.sources.set(key, s);
     }
     if (!s) {
       const cfg = this.opts.config.datasets.find((d) => d.id === dataset);
       if (!cfg) throw new CohortError('COHORT_ERR_SITE_DATASET_UNKNOWN', `this site has no dataset "${dataset}"`);
-      s = new CsvSource(resolveIn(this.opts.dir, cfg.path), cfg, { holdoutFraction, seed });
+      s = openDataSource(this.opts.dir, cfg, opts);
       this.sources.set(key, s);
     }
     return s;
@@ -293,21 +295,15 @@ export class SiteAgent {
     }
   }
 
-  private async run(task: Task, manifest: StudyManifest): Promise<DescribeResult | TrainResult | EvaluateResult> {
-    const src = this.source(task.dataset, task.holdoutFraction, task.seed);
-    if (task.kind === 'describe') {
-      const s = await src.describe();
-      const schema: SchemaReport = {
-        kind: s.kind, label: s.label, classes: s.classes, inputShape: s.inputShape, examplesRounded: s.examplesRounded,
-        ...(s.features ? { features: s.features.map((f) => ({ name: f.name, type: f.type })) } : {}),
-      };
-      return { schema };
-    }
+  private async run(task: Task, manifest: StudyManifest): Promise<DescribeResult | StatsResult | TrainResult | EvaluateResult> {
+    const src = this.source(task.dataset, sourceOptionsFor(task, manifest));
+    if (task.kind === 'describe') return { schema: schemaReport(await src.describe()) };
+    if (task.kind === 'stats') return statsReply(src, this.opts.config.policy.minCellCount);
     const shapes = weightShapes(task.model);
     const global = decodeTensors(task.weights, { expectShapes: shapes });
     if (task.kind === 'train') {
       const started = Date.now();
-      const data = await src.load('train');
+      const data = await taskData(src, 'train', task, manifest);
       // Differential privacy: the site's budget is checked and charged before any training (refusal: nothing else leaves).
       const dp = this.dp.beforeTrain(task, manifest, data.n);
       const fit = { epochs: task.localEpochs, batchSize: task.batchSize, optimizer: task.optimizer, learningRate: task.learningRate };
@@ -315,7 +311,7 @@ export class SiteAgent {
         // Under record-level DP neither the training loss nor the exact count may leave: both are functions of the
         // data that no noise protects. The count goes out rounded, as in the schema report.
         ? { ...(await trainDpSgd(task.model, global, data, { ...fit, clip: dp.settings.clip, noiseMultiplier: dp.record.noiseMultiplier, microbatch: dp.settings.microbatch, averageIterates: dp.settings.averageIterates })), trainLoss: 0 }
-        : await train(task.model, global, data, { ...fit, seed: task.seed + task.round });
+        : await train(task.model, global, data, { ...fit, seed: task.seed + task.round, ...(task.proximalMu ? { proximalMu: task.proximalMu } : {}) });
       if (!Number.isFinite(out.trainLoss)) throw new CohortError('COHORT_ERR_SITE_TRAINING_FAILED', 'training diverged (loss is not finite)');
       const released = dp ? this.dp.release(dp, global, out.weights) : undefined;
       return {
@@ -323,7 +319,7 @@ export class SiteAgent {
         trainLoss: out.trainLoss, backend: out.backend, durationMs: Date.now() - started, ...(released ? { privacy: released.privacy } : {}),
       };
     }
-    const holdout = await src.load('holdout');
+    const holdout = await taskData(src, 'holdout', task, manifest);
     // The site's own minimum cell count, declared with the counts so the coordinator honours it for any
     // per-site value it reports.
     const minCellCount = this.opts.config.policy.minCellCount;

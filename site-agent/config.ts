@@ -8,19 +8,88 @@ import { z } from 'zod';
 import { CohortError } from '../protocol/errors.ts';
 import { PolicySchema } from './policy.ts';
 
+const datasetId = z.string().min(1).max(128).regex(/^[A-Za-z0-9._:-]+$/);
+
+/** How a missing value is filled: from the site's training split (mean, median, most frequent), or the row dropped. */
+export const MissingStrategySchema = z.enum(['mean', 'median', 'mode', 'drop']);
+export type MissingStrategy = z.infer<typeof MissingStrategySchema>;
+export const ColumnTypeSchema = z.enum(['number', 'category', 'ignore']);
+
 export const CsvDatasetSchema = z.object({
-  id: z.string().min(1).max(128).regex(/^[A-Za-z0-9._:-]+$/),
+  id: datasetId,
   kind: z.literal('csv'),
   path: z.string().min(1),
   /** Label column (0/1 for binary tasks, or class names). */
   label: z.string().min(1),
-  /** Feature columns in order; default: every column but the label and `exclude`. */
+  /** Feature columns in order; default: every column but the label, `exclude` and columns typed `ignore`. */
   features: z.array(z.string()).optional(),
   exclude: z.array(z.string()).default([]),
-  /** Columns to one-hot encode. */
+  /** Columns to one-hot encode (shorthand for `types: {col: 'category'}`). */
   categorical: z.array(z.string()).default([]),
+  /** Declared column types; undeclared columns are numbers unless the study manifest declares them. */
+  types: z.record(z.string(), ColumnTypeSchema).default({}),
+  /** Per-column missing-value strategy; default: `missingDefault`. Mean and median apply to numbers only. */
+  missing: z.record(z.string(), MissingStrategySchema).default({}),
+  missingDefault: z.object({
+    number: MissingStrategySchema.default('median'),
+    category: z.enum(['mode', 'drop']).default('mode'),
+  }).default({ number: 'median', category: 'mode' }),
+  /**
+   * Category levels in one-hot order, the same at every site (a study manifest's `task.levels` wins). A value
+   * outside them is counted and encoded as all zeros ("none of the declared levels").
+   */
+  levels: z.record(z.string(), z.array(z.string().min(1)).min(1)).default({}),
 });
 export type CsvDatasetConfig = z.infer<typeof CsvDatasetSchema>;
+
+/** [height, width, channels]: channels 1 (grey) or 3 (RGB). */
+export const ImageShapeSchema = z.tuple([z.number().int().min(1).max(4096), z.number().int().min(1).max(4096), z.union([z.literal(1), z.literal(3)])]);
+
+/** `scale`: pixel / 255 in [0, 1]; or per-channel `(pixel / 255 - mean) / std`. */
+export const ImageNormalizeSchema = z.union([
+  z.literal('scale'),
+  z.object({ mean: z.array(z.number()).min(1).max(3), std: z.array(z.number().positive()).min(1).max(3) }),
+]);
+
+export const ImagesDatasetSchema = z.object({
+  id: datasetId,
+  kind: z.literal('images'),
+  /** A folder with one sub-folder per class, each holding PNG or JPEG files. */
+  path: z.string().min(1),
+  /** Name reported as the label (class = sub-folder name). */
+  label: z.string().min(1).default('class'),
+  shape: ImageShapeSchema,
+  normalize: ImageNormalizeSchema.default('scale'),
+  /** Class folders in index order; default: every sub-folder, sorted (numerically when all are numbers). */
+  classes: z.array(z.string().min(1)).min(2).optional(),
+});
+export type ImagesDatasetConfig = z.infer<typeof ImagesDatasetSchema>;
+
+export const WindowPolicySchema = z.union([
+  z.enum(['file', 'minmax', 'none']),
+  z.object({ center: z.number(), width: z.number().positive() }),
+]);
+
+export const DicomDatasetSchema = z.object({
+  id: datasetId,
+  kind: z.literal('dicom'),
+  /** A folder of DICOM files (any depth, any file names). */
+  path: z.string().min(1),
+  /** CSV with a file column (path relative to `path`) and a label column: the list of examples. */
+  labels: z.string().min(1),
+  fileColumn: z.string().min(1).default('file'),
+  label: z.string().min(1).default('label'),
+  shape: ImageShapeSchema,
+  /** VOI window: the file's (default), the frame's own range, none, or a fixed `{center, width}` in modality units. */
+  window: WindowPolicySchema.default('file'),
+  /** Multi-frame files: every frame an example (same label, same split), or only the first or middle frame. */
+  frames: z.enum(['all', 'first', 'middle']).default('all'),
+  classes: z.array(z.string().min(1)).min(2).optional(),
+});
+export type DicomDatasetConfig = z.infer<typeof DicomDatasetSchema>;
+
+export const DatasetConfigSchema = z.discriminatedUnion('kind', [CsvDatasetSchema, ImagesDatasetSchema, DicomDatasetSchema]);
+export type DatasetConfig = z.infer<typeof DatasetConfigSchema>;
 
 export const SiteConfigSchema = z.object({
   name: z.string().min(1).max(200),
@@ -39,7 +108,7 @@ export const SiteConfigSchema = z.object({
   /** socket.io transports in order; long-polling first upgrades to WebSocket where the network allows it. */
   transports: z.array(z.enum(['polling', 'websocket'])).min(1).default(['polling', 'websocket']),
   policy: PolicySchema.default(PolicySchema.parse({})),
-  datasets: z.array(CsvDatasetSchema).default([]),
+  datasets: z.array(DatasetConfigSchema).default([]),
   reconnect: z.object({
     initialDelayMs: z.number().int().min(50).default(1000),
     maxDelayMs: z.number().int().min(100).default(30_000),

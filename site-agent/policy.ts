@@ -5,7 +5,7 @@
 import { z } from 'zod';
 import { CohortError } from '../protocol/errors.ts';
 import type { StudyManifest, Task } from '../protocol/messages.ts';
-import { countParameters, weightShapes } from '../protocol/models.ts';
+import { countParameters, layerTypes, weightShapes } from '../protocol/models.ts';
 
 export const PolicySchema = z.object({
   /** Refuse studies that do not use secure aggregation. */
@@ -29,14 +29,10 @@ export const PolicySchema = z.object({
 });
 export type Policy = z.infer<typeof PolicySchema>;
 
-/** Layer types each template builds (see protocol/models.ts). */
-function layersOf(manifest: StudyManifest): string[] {
-  switch (manifest.model.template) {
-    case 'logreg':
-      return ['dense'];
-    case 'mlp':
-      return manifest.model.dropout > 0 ? ['dense', 'dropout'] : ['dense'];
-  }
+/** Refuses a model that uses a layer type missing from the site's `allowedLayers`. */
+function checkLayers(policy: Policy, types: readonly string[]): void {
+  const banned = types.filter((l) => !policy.allowedLayers.includes(l));
+  if (banned.length) throw new CohortError('COHORT_ERR_POLICY_LAYER_NOT_ALLOWED', `layer types not allowed here: ${banned.join(', ')}`);
 }
 
 /** Checks a study manifest against the policy; throws the first breach as a coded error. */
@@ -50,8 +46,7 @@ export function checkManifest(policy: Policy, manifest: StudyManifest): void {
   if (manifest.training.localEpochs > policy.maxLocalEpochs) {
     throw new CohortError('COHORT_ERR_POLICY_MAX_EPOCHS', `study asks for ${manifest.training.localEpochs} local epochs; site allows ${policy.maxLocalEpochs}`);
   }
-  const banned = layersOf(manifest).filter((l) => !policy.allowedLayers.includes(l));
-  if (banned.length) throw new CohortError('COHORT_ERR_POLICY_LAYER_NOT_ALLOWED', `layer types not allowed here: ${banned.join(', ')}`);
+  checkLayers(policy, layerTypes(manifest.model));
   if (manifest.participation.minSites < policy.minSitesPerAggregate) {
     throw new CohortError('COHORT_ERR_POLICY_TOO_FEW_SITES', `study allows aggregates of ${manifest.participation.minSites} sites; site requires at least ${policy.minSitesPerAggregate}`);
   }
@@ -67,8 +62,10 @@ export function checkTask(policy: Policy, manifest: StudyManifest, task: Task): 
   if (task.seed !== manifest.seed) throw mismatch('seed');
   if (task.holdoutFraction !== manifest.evaluation.holdoutFraction) throw mismatch('hold-out fraction');
   if (task.round > manifest.training.rounds) throw mismatch('round number');
-  if (task.kind === 'describe') return;
+  if (task.kind === 'describe' || task.kind === 'stats') return;
   if (JSON.stringify(task.model.spec) !== JSON.stringify(manifest.model)) throw mismatch('model');
+  // Again with the data's shape: dense templates add a Flatten before image input.
+  checkLayers(policy, layerTypes(task.model.spec, task.model.inputShape));
   const params = countParameters(weightShapes(task.model));
   if (params > policy.maxModelParameters) {
     throw new CohortError('COHORT_ERR_POLICY_MODEL_TOO_LARGE', `model has ${params} parameters; site allows ${policy.maxModelParameters}`);
@@ -78,6 +75,9 @@ export function checkTask(policy: Policy, manifest: StudyManifest, task: Task): 
     if (task.localEpochs !== t.localEpochs || task.batchSize !== t.batchSize || task.optimizer !== t.optimizer || task.learningRate !== t.learningRate) {
       throw mismatch('training parameters');
     }
+    // FedProx's proximal term is part of the approved training: exactly the manifest's mu, or none.
+    const mu = manifest.strategy.name === 'fedprox' && manifest.strategy.mu > 0 ? manifest.strategy.mu : undefined;
+    if ((task.proximalMu || undefined) !== mu) throw mismatch('proximal term (FedProx mu)');
     if (task.participants < policy.minSitesPerAggregate) {
       throw new CohortError('COHORT_ERR_POLICY_TOO_FEW_SITES', `this round aggregates ${task.participants} sites; site requires at least ${policy.minSitesPerAggregate}`);
     }

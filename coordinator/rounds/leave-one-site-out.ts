@@ -85,6 +85,14 @@ export async function runLeaveOneSiteOut(deps: RunnerDeps, study: StudyRecord, c
   return result;
 }
 
+/**
+ * The study's pooled standardization statistics (federated standardization). A fold reuses them rather than
+ * re-pooling without the held-out site: its feature sums shaped the scaling, never its labels (docs/data.md).
+ */
+function scaling(study: StudyRecord): { standardization?: NonNullable<StudyRecord['standardization']> } {
+  return study.standardization ? { standardization: study.standardization } : {};
+}
+
 function baseTask(study: StudyRecord, round: number) {
   const raw = study.manifestRaw ?? study.manifest;
   return {
@@ -154,6 +162,8 @@ async function runFold(deps: RunnerDeps, study: StudyRecord, heldOut: string, ot
             const r = await send(site, {
               kind: 'train', ...baseTask(study, round), model, weights: globalBytes,
               localEpochs: t.localEpochs, batchSize: t.batchSize, optimizer: t.optimizer, learningRate: t.learningRate, participants: sites.length,
+              ...scaling(study),
+              ...strategy.trainConfig?.(), // FedProx's proximal term: sites refuse a task without the approved mu
             }) as { weights: Uint8Array; numExamples: number; trainLoss: number };
             // The same edge checks as the study's own rounds: shapes, size, finiteness.
             const weights = decodeTensors(r.weights, { expectShapes: shapes, maxBytes: globalBytes.byteLength + 64, requireFinite: true });
@@ -184,7 +194,7 @@ async function runFold(deps: RunnerDeps, study: StudyRecord, heldOut: string, ot
     const [target] = await onlineAmong(deps, study, [heldOut], 1, check);
     if (!target) throw new FoldFailed({ code: 'COHORT_ERR_PROTOCOL_DISCONNECTED', message: `${heldOut} is not online to score its hold-out` });
     try {
-      const r = await send(target, { kind: 'evaluate', ...baseTask(study, t.rounds), model, weights: encodeTensors(global) }) as { counts: EvalCounts };
+      const r = await send(target, { kind: 'evaluate', ...baseTask(study, t.rounds), model, weights: encodeTensors(global), ...scaling(study) }) as { counts: EvalCounts };
       return done('completed', trained, { counts: r.counts });
     } catch (err) {
       const e = err instanceof CohortError ? err : new CohortError('COHORT_ERR_SERVER_INTERNAL');

@@ -10,15 +10,17 @@ import type { Logger } from 'pino';
 import { decodeTensors, encodeTensors, type Tensor } from '../../protocol/codec.ts';
 import { CohortError, type WireError } from '../../protocol/errors.ts';
 import {
-  DescribeResultSchema, EvaluateResultSchema, TrainResultSchema, parseReply,
-  type EvalCounts, type ResolvedModel, type SchemaReport, type Task,
+  DescribeResultSchema, EvaluateResultSchema, StatsResultSchema, TrainResultSchema, parseReply,
+  type EvalCounts, type ResolvedModel, type SchemaReport, type Standardization, type Task,
 } from '../../protocol/messages.ts';
+import { standardizationFromSums, sumVectors } from '../../protocol/standardization.ts';
+import { checkSchema, describeMismatches } from './schema-contract.ts';
 import { metricsFromCounts, poolCounts, type Metrics } from '../../protocol/metrics.ts';
 import { buildModel, getWeights } from '../../protocol/models.ts';
 import type { StudyEvent } from '../../protocol/events.ts';
 import type { Checkpoints } from '../checkpoints.ts';
 import type { RoundRecord, SiteFailure, Store, StudyLease, StudyRecord } from '../store/store.ts';
-import { strategyFor } from '../strategies/fedavg.ts';
+import { strategyFor } from '../strategies/registry.ts';
 import { weightedMean, type FitResult } from '../strategies/strategy.ts';
 import type { OnlineSite, Transport } from '../transport/transport.ts';
 import type { z } from 'zod';
@@ -120,7 +122,7 @@ export class StudyRunner {
         await this.runRound(study, study.completedRounds + 1, check);
         study = store.mustGetStudy(studyId);
       }
-      if (study.manifest.evaluation.leaveOneSiteOut) await runLeaveOneSiteOut(this.deps, study, check, () => strategyFor(study.manifest.strategy.name));
+      if (study.manifest.evaluation.leaveOneSiteOut) await runLeaveOneSiteOut(this.deps, study, check, () => strategyFor(study.manifest.strategy));
       await store.updateStudy(studyId, { status: 'completed' });
       this.emit({ type: 'study', studyId, status: 'completed' });
       log.info({ studyId, rounds: study.completedRounds }, 'study completed');
@@ -214,16 +216,12 @@ export class StudyRunner {
       const ask = online.filter((s) => !schemas[s.name]);
       const { ok, failures, taskIds } = await this.fanOut(ask, () => ({ kind: 'describe', ...this.baseTask(study, 0) }), DescribeResultSchema, p.roundDeadlineMs, 'describe');
       for (const [name, { schema }] of ok) {
-        const problems: string[] = [];
-        if (schema.label !== t.label) problems.push(`label ${schema.label} != ${t.label}`);
-        if (t.features && JSON.stringify(schema.features?.map((f) => f.name)) !== JSON.stringify(t.features)) problems.push('features differ from the manifest');
-        if (t.classes && JSON.stringify(schema.classes) !== JSON.stringify(t.classes)) problems.push('classes differ from the manifest');
-        const first = Object.values(schemas)[0];
-        if (first && (JSON.stringify(schema.inputShape) !== JSON.stringify(first.inputShape) || JSON.stringify(schema.classes) !== JSON.stringify(first.classes))) {
-          problems.push('input shape or classes differ from the other sites');
-        }
-        if (problems.length) failures.push({ site: name, code: 'COHORT_ERR_SITE_SCHEMA_MISMATCH', message: problems.join('; '), stage: 'describe' });
-        else {
+        // The schema contract: every field that differs from the manifest (or the sites already accepted) is
+        // listed in the refusal, and the site is left out of the study rather than trained on mismatching data.
+        const mismatches = checkSchema(t, schema, Object.values(schemas)[0]);
+        if (mismatches.length) {
+          failures.push({ site: name, code: 'COHORT_ERR_SITE_SCHEMA_MISMATCH', message: describeMismatches(mismatches), stage: 'describe', details: { mismatches } });
+        } else {
           schemas[name] = schema;
           // The site's acceptance of this manifest hash (its approval), with the task id its ledger records.
           await store.appendAudit({ action: 'study.accepted', studyId: study.id, site: name, details: { taskId: taskIds[name], manifestHash: study.manifestHash } });
@@ -237,6 +235,8 @@ export class StudyRunner {
       }
       await new Promise((r) => setTimeout(r, 1000));
     }
+    const standardization = t.standardize === 'federated' ? await this.poolStatistics(study, schemas, check) : undefined;
+    study = store.mustGetStudy(study.id);
     const first = Object.values(schemas)[0]!;
     const model: ResolvedModel = { spec: study.manifest.model, inputShape: first.inputShape, numClasses: first.classes.length };
     const tfModel = buildModel(model, study.manifest.seed);
@@ -245,7 +245,43 @@ export class StudyRunner {
     await checkpoints.save(study.id, 0, initial);
     log.info({ studyId: study.id, sites: Object.keys(schemas), inputShape: model.inputShape }, 'schemas checked; model initialised');
     this.emit({ type: 'study', studyId: study.id, status: 'running', message: `schemas checked for ${Object.keys(schemas).length} sites` });
-    return store.updateStudy(study.id, { model, schemas });
+    return store.updateStudy(study.id, { model, schemas, ...(standardization ? { standardization } : {}) });
+  }
+
+  /**
+   * Federated standardization, before round 1: each accepted site sends one vector of per-feature count, sum and
+   * sum of squares over its training split; the coordinator adds them and derives the global mean and standard
+   * deviation every site then scales with. A site whose vector has another length is dropped from the study.
+   *
+   * Secure aggregation plugs in at `sumVectors`: the stats reply is already one numeric vector per site, so a
+   * generic secure sum of vectors can replace the plain sum and the coordinator learns only the total.
+   */
+  private async poolStatistics(study: StudyRecord, schemas: Record<string, SchemaReport>, check: () => void): Promise<Standardization> {
+    const p = study.manifest.participation;
+    const sites = this.deps.transport.onlineSites().filter((s) => schemas[s.name]);
+    const { ok, failures } = await this.fanOut(sites, () => ({ kind: 'stats', ...this.baseTask(study, 0) }), StatsResultSchema, p.roundDeadlineMs, 'stats');
+    check();
+    const lengths = [...ok.values()].map((r) => r.stats.slots);
+    const common = lengths.sort((a, b) => lengths.filter((x) => x === b).length - lengths.filter((x) => x === a).length)[0];
+    const vectors: number[][] = [];
+    for (const [site, r] of ok) {
+      if (r.stats.slots === common) vectors.push(r.stats.vector);
+      else failures.push({ site, code: 'COHORT_ERR_SITE_SCHEMA_MISMATCH', message: `${r.stats.slots} standardization features, the other sites have ${common}`, stage: 'stats' });
+    }
+    for (const f of failures) delete schemas[f.site];
+    await this.recordRefusals(study, failures);
+    if (vectors.length < p.minSites) {
+      throw new CohortError('COHORT_ERR_STUDY_NOT_ENOUGH_SITES', `${vectors.length} sites returned standardization statistics, ${p.minSites} needed`);
+    }
+    const standardization = standardizationFromSums(sumVectors(vectors));
+    this.deps.log.info({ studyId: study.id, sites: vectors.length, features: standardization.mean.length }, 'federated standardization statistics pooled');
+    this.emit({ type: 'study', studyId: study.id, status: 'running', message: `feature statistics pooled from ${vectors.length} sites` });
+    return standardization;
+  }
+
+  /** The pooled statistics train and evaluate tasks carry (none unless the study standardizes federatedly). */
+  private scaling(study: StudyRecord): { standardization?: Standardization } {
+    return study.standardization ? { standardization: study.standardization } : {};
   }
 
   /** Keeps each site's latest refusal (not approved, policy, schema) on the study, for the researcher to see. */
@@ -256,7 +292,7 @@ export class StudyRunner {
       if (refusals[f.site]?.code !== f.code) {
         await this.deps.store.appendAudit({ action: 'study.refused', studyId: study.id, site: f.site, details: { code: f.code, stage: f.stage } });
       }
-      refusals[f.site] = { code: f.code, message: f.message, at: new Date().toISOString() };
+      refusals[f.site] = { code: f.code, message: f.message, at: new Date().toISOString(), ...(f.details ? { details: f.details } : {}) };
     }
     return this.deps.store.updateStudy(study.id, { refusals });
   }
@@ -265,8 +301,10 @@ export class StudyRunner {
     const { checkpoints, store, log } = this.deps;
     const p = study.manifest.participation;
     const model = study.model!;
-    const strategy = strategyFor(study.manifest.strategy.name);
+    const strategy = strategyFor(study.manifest.strategy);
     const global = await checkpoints.load(study.id, round - 1);
+    // Server state (momentum, Adam moments) resumes from the checkpoint of the previous round.
+    strategy.restore?.(await checkpoints.loadState(study.id, round - 1));
     const globalBytes = encodeTensors(global);
     const shapes = global.map((t) => t.shape);
     const maxBytes = globalBytes.byteLength + 64;
@@ -295,6 +333,8 @@ export class StudyRunner {
       const train = await this.fanOut(sites, () => ({
         kind: 'train', ...this.baseTask(study, round), model, weights: globalBytes,
         localEpochs: t.localEpochs, batchSize: t.batchSize, optimizer: t.optimizer, learningRate: t.learningRate, participants: sites.length,
+        ...this.scaling(study),
+        ...strategy.trainConfig?.(),
         ...this.dp.trainFields(study, round, priorRounds),
       }), TrainResultSchema, p.roundDeadlineMs, 'train');
       check();
@@ -337,7 +377,7 @@ export class StudyRunner {
       this.emit({ type: 'round', studyId: study.id, round, status: 'evaluating' });
       const nextBytes = encodeTensors(next);
       const evalSites = sites.filter((s) => results.some((r) => r.site === s.name));
-      const ev = await this.fanOut(evalSites, () => ({ kind: 'evaluate', ...this.baseTask(study, round), model, weights: nextBytes }), EvaluateResultSchema, p.roundDeadlineMs, 'evaluate');
+      const ev = await this.fanOut(evalSites, () => ({ kind: 'evaluate', ...this.baseTask(study, round), model, weights: nextBytes, ...this.scaling(study) }), EvaluateResultSchema, p.roundDeadlineMs, 'evaluate');
       check();
       const perSite: Record<string, Metrics> = {};
       const perSiteCounts: Record<string, EvalCounts> = {};
@@ -357,6 +397,8 @@ export class StudyRunner {
         attempts: attempt, startedAt: startedAt.toISOString(), completedAt: completedAt.toISOString(),
         durationMs: completedAt.getTime() - startedAt.getTime(),
       };
+      // Written before the model: a crash between the two leaves round - 1 as the last complete checkpoint.
+      if (strategy.state) await checkpoints.saveState(study.id, round, strategy.state());
       await checkpoints.save(study.id, round, next);
       await store.completeRound(record);
       const dpAfter = this.dp.studyPrivacy(study, store.listRounds(study.id));
@@ -375,7 +417,8 @@ export class StudyRunner {
     const { ok } = await this.fanOut(late, () => ({ kind: 'describe', ...this.baseTask(study, 0) }), DescribeResultSchema, study.manifest.participation.roundDeadlineMs, 'describe');
     const schemas = { ...study.schemas };
     for (const [name, { schema }] of ok) {
-      if (JSON.stringify(schema.inputShape) === JSON.stringify(study.model?.inputShape) && schema.classes.length === study.model?.numClasses && schema.label === study.manifest.task.label) {
+      if (checkSchema(study.manifest.task, schema, Object.values(study.schemas ?? {})[0]).length === 0
+        && JSON.stringify(schema.inputShape) === JSON.stringify(study.model?.inputShape) && schema.classes.length === study.model?.numClasses) {
         schemas[name] = schema;
       }
     }

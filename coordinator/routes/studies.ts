@@ -12,6 +12,7 @@ import type { StudyEvent } from '../../protocol/events.ts';
 import type { Checkpoints } from '../checkpoints.ts';
 import type { StudyRunner } from '../rounds/study-runner.ts';
 import type { Store, StudyRecord } from '../store/store.ts';
+import { checkStudyStrategy } from '../strategies/registry.ts';
 import { losoUnsupportedReason } from '../rounds/leave-one-site-out.ts';
 import { buildModelCard } from '../model-card.ts';
 import { jsonSafe, studyMetrics } from '../study-metrics.ts';
@@ -92,6 +93,7 @@ export function registerStudyRoutes(app: FastifyInstance, { store, runner, check
       body && typeof body === 'object' && 'manifest' in body ? parseMessage(CreateSchema, body, 'study request') : { manifest: body };
     const manifestRaw = wrapped.manifest;
     const manifest = parseMessage(StudyManifestSchema, manifestRaw, 'study manifest');
+    checkStudyStrategy(manifest);
     const unsupported = losoUnsupportedReason(manifest);
     if (unsupported) throw new CohortError('COHORT_ERR_STUDY_INVALID_MANIFEST', unsupported);
     let signed: { signature: string; researcherPublicKey: string } | undefined;

@@ -7,7 +7,7 @@
  * Reads are synchronous: every backend keeps the whole state in memory and serves reads from it. Writes are
  * promises that resolve once the change is durable.
  */
-import type { ResolvedModel, SchemaReport, StudyManifest, EvalCounts } from '../../protocol/messages.ts';
+import type { ResolvedModel, SchemaReport, Standardization, StudyManifest, EvalCounts } from '../../protocol/messages.ts';
 import type { Metrics } from '../../protocol/metrics.ts';
 import type { WireError } from '../../protocol/errors.ts';
 import type { LosoResult } from '../rounds/leave-one-site-out.ts';
@@ -33,8 +33,13 @@ export interface StudyRecord {
   /** Set once every site's schema is checked, before round 1. */
   model?: ResolvedModel;
   schemas?: Record<string, SchemaReport>;
-  /** Latest coded refusal per site (not approved, policy breach, ...), shown to the researcher. */
-  refusals?: Record<string, { code: string; message: string; at: string }>;
+  /** Feature means and standard deviations pooled across sites before round 1 (federated standardization). */
+  standardization?: Standardization;
+  /**
+   * Latest coded refusal per site (not approved, policy breach, ...), shown to the researcher. A schema mismatch
+   * carries `details.mismatches`: each field that differs from the manifest, with what was expected and found.
+   */
+  refusals?: Record<string, { code: string; message: string; at: string; details?: Record<string, unknown> }>;
   error?: WireError;
   /** Differential privacy: epsilon spent per site (record- and client-level apart); see coordinator/privacy. */
   privacy?: StudyPrivacy;
@@ -46,7 +51,8 @@ export interface SiteFailure {
   site: string;
   code: string;
   message: string;
-  stage: 'train' | 'evaluate' | 'describe';
+  stage: 'train' | 'evaluate' | 'describe' | 'stats';
+  details?: Record<string, unknown>;
 }
 
 export interface RoundRecord {

@@ -1,21 +1,16 @@
 import type { Tensor } from '../../protocol/codec.ts';
-import { weightedMean, type AggregateInput, type Strategy } from './strategy.ts';
+import { meanOf, type AggregateInput, type Strategy } from './strategy.ts';
 
-/** FedAvg (McMahan et al. 2017): the mean of site models weighted by their example counts. */
+/**
+ * FedAvg: McMahan, Moore, Ramage, Hampson & Agüera y Arcas, "Communication-Efficient Learning of Deep Networks from
+ * Decentralized Data", AISTATS 2017. The next global model is the mean of the site models weighted by their example
+ * counts. No parameters.
+ */
 export class FedAvg implements Strategy {
   readonly name = 'fedavg';
   readonly requires = 'sum' as const;
 
   aggregate(_global: readonly Tensor[], input: AggregateInput, _round?: number): Tensor[] {
-    return input.kind === 'mean' ? input.mean : weightedMean(input.results).mean;
-  }
-}
-
-export function strategyFor(name: string): Strategy {
-  switch (name) {
-    case 'fedavg':
-      return new FedAvg();
-    default:
-      throw new Error(`unknown strategy ${name}`);
+    return meanOf(input);
   }
 }

@@ -3,6 +3,7 @@
  * tfjs-node is an optional dependency: its install downloads libtensorflow, which fails on closed networks.
  */
 import * as tf from '@tensorflow/tfjs';
+import { installWasmTrainingKernels } from './wasm-kernels.ts';
 
 export type BackendName = 'tensorflow' | 'wasm' | 'cpu';
 
@@ -22,7 +23,10 @@ async function tryNative(): Promise<boolean> {
 async function tryWasm(): Promise<boolean> {
   try {
     await import('@tensorflow/tfjs-backend-wasm');
-    return await tf.setBackend('wasm');
+    if (!(await tf.setBackend('wasm'))) return false;
+    // The stock wasm backend cannot train a CNN (no Conv2DBackpropFilter, a wrong MaxPoolGrad); see wasm-kernels.ts.
+    installWasmTrainingKernels();
+    return true;
   } catch {
     return false;
   }

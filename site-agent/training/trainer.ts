@@ -10,6 +10,7 @@ import { DEFAULT_MIN_CELL_COUNT, HISTOGRAM_BINS, binOf, exactAuc, suppressSiteCo
 import { buildModel, getWeights, lossName, outputUnits, setWeights } from '../../protocol/models.ts';
 import type { LoadedSplit } from '../data/data-source.ts';
 import { selectBackend, type BackendName } from './backends.ts';
+import { addProximalTerm } from './proximal.ts';
 
 export interface TrainOptions {
   epochs: number;
@@ -17,6 +18,8 @@ export interface TrainOptions {
   optimizer: 'adam' | 'sgd';
   learningRate: number;
   seed: number;
+  /** FedProx: adds (mu / 2) * ||w - w_global||^2 to the loss (see proximal.ts). */
+  proximalMu?: number;
 }
 
 export interface TrainOutcome {
@@ -72,6 +75,7 @@ export async function train(resolved: ResolvedModel, global: readonly Tensor[], 
     setWeights(model, global);
     const optimizer = opts.optimizer === 'adam' ? tf.train.adam(opts.learningRate) : tf.train.sgd(opts.learningRate);
     model.compile({ optimizer, loss: lossName(resolved.numClasses) });
+    const freeProximal = opts.proximalMu ? addProximalTerm(model, global, opts.proximalMu) : undefined;
     let lastLoss = NaN;
     for (let epoch = 0; epoch < opts.epochs; epoch++) {
       const order = permutation(data.n, opts.seed * 1009 + epoch);
@@ -82,6 +86,7 @@ export async function train(resolved: ResolvedModel, global: readonly Tensor[], 
       lastLoss = Number(h.history.loss?.[0] ?? NaN);
     }
     optimizer.dispose();
+    freeProximal?.();
     return { weights: getWeights(model), numExamples: data.n, trainLoss: lastLoss, backend };
   } finally {
     model.dispose();

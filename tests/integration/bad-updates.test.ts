@@ -8,10 +8,12 @@ import type { Task } from '../../protocol/messages.ts';
 
 const schema = { kind: 'csv', label: 'malignant', classes: ['0', '1'], inputShape: [30], examplesRounded: 200 };
 
-/** Replies like a real site to describe and evaluate, but sends `bad` as its trained weights. */
+/** Replies like a real site to describe, stats and evaluate, but sends `bad` as its trained weights. */
 function rogueHandler(bad: (t: Extract<Task, { kind: 'train' }>) => unknown) {
   return (t: Task) => {
     if (t.kind === 'describe') return { ok: true, data: { schema } };
+    // Federated standardization: per-feature count, sum and sum of squares of 200 standardized rows.
+    if (t.kind === 'stats') return { ok: true, data: { stats: { slots: 30, vector: [...Array(30).fill(200), ...Array(30).fill(0), ...Array(30).fill(200)] } } };
     if (t.kind === 'train') return bad(t);
     return { ok: true, data: { counts: { n: 10, lossSum: 5, correct: 5 } } };
   };
@@ -71,6 +73,7 @@ describe('bad updates from a site', () => {
     expect((await rogue.authenticate()).ok).toBe(true);
     const res = await runStudy(c.url, wdbcManifest({ participation: { minSites: 2, roundDeadlineMs: 10_000, waitForSitesMs: 5_000, maxRoundAttempts: 2 } }));
     expect(res.study.status).toBe('failed');
+    expect(res.study.error?.code, JSON.stringify(res.study)).toBe('COHORT_ERR_ROUND_TOO_FEW_RESULTS');
     expect(res.study.error?.code).toBe('COHORT_ERR_ROUND_TOO_FEW_RESULTS');
     expect(res.study.completedRounds).toBe(0);
     expect(res.rounds).toHaveLength(0);

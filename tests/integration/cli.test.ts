@@ -15,7 +15,7 @@ describe('the cohort CLI', () => {
   it('should list every command in --help and give each one an example', async () => {
     const { stdout } = await cohort(['--help']);
     for (const c of ['coordinator', 'site', 'study', 'demo']) expect(stdout).toContain(c);
-    for (const sub of [['coordinator'], ['site', 'init'], ['site', 'run'], ['study', 'create'], ['study', 'start'], ['study', 'stop'], ['study', 'list'], ['study', 'status'], ['study', 'model'], ['demo']]) {
+    for (const sub of [['coordinator'], ['site', 'init'], ['site', 'run'], ['site', 'dataset', 'add'], ['site', 'dataset', 'list'], ['study', 'create'], ['study', 'start'], ['study', 'stop'], ['study', 'list'], ['study', 'status'], ['study', 'model'], ['demo']]) {
       const { stdout: help } = await cohort([...sub, '--help']);
       expect(help, sub.join(' ')).toMatch(/Example:\n\s+cohort /);
     }

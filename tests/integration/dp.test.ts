@@ -9,6 +9,7 @@ import { makeSite, runStudy, startCoordinator, tempDir, wdbcManifest, type TestS
 import { splitCsvForSites, WDBC } from '../../cli/demo.ts';
 import { readLedger } from '../../site-agent/ledger.ts';
 import { CsvSource } from '../../site-agent/data/csv-source.ts';
+import { CsvDatasetSchema } from '../../site-agent/config.ts';
 import { epsilonOf, RdpAccountant } from '../../protocol/privacy/accountant.ts';
 import { recordRoundPlan } from '../../protocol/privacy/plan.ts';
 import { DpSettingsSchema } from '../../protocol/messages.ts';
@@ -38,7 +39,7 @@ describe('differential privacy over real sockets', () => {
     // Site 3's cap lies between one and two rounds of its own spend, computed as the site will compute it.
     const csv = join(tempDir(), 'site3.csv');
     writeFileSync(csv, parts[2]!);
-    const n = (await new CsvSource(csv, { id: 'wdbc', kind: 'csv', path: csv, label: 'malignant', exclude: [], categorical: [] }, { holdoutFraction: 0.25, seed: 42 }).load('train')).n;
+    const n = (await new CsvSource(csv, CsvDatasetSchema.parse({ id: 'wdbc', kind: 'csv', path: csv, label: 'malignant' }), { holdoutFraction: 0.25, seed: 42 }).load('train')).n;
     const plan = recordRoundPlan(DpSettingsSchema.parse(dp), { batchSize: 32, localEpochs: 1, rounds: 3 }, n);
     const one = new RdpAccountant().compose(plan.event).epsilon(1e-5).epsilon;
     const two = new RdpAccountant().compose(plan.event).compose(plan.event).epsilon(1e-5).epsilon;

@@ -16,6 +16,7 @@ import { clinicalMetrics, exactAuc } from '../../protocol/metrics.ts';
 import { manifestHash } from '../../protocol/signing.ts';
 import { loadSiteConfig, resolveIn } from '../../site-agent/config.ts';
 import { CsvSource } from '../../site-agent/data/csv-source.ts';
+import { standardize } from '../../site-agent/data/standardize.ts';
 import { adminTokenFor, createStudy, json, runStudy, startCoordinator, startSites, tempDir, waitFor, waitForEnd, wdbcManifest, type TestSite } from '../helpers/cluster.ts';
 
 describe('researcher results', () => {
@@ -127,7 +128,12 @@ describe('researcher results', () => {
     for (const s of sites) {
       const cfg = loadSiteConfig(s.dir);
       const ds = cfg.datasets[0]!;
-      const holdout = await new CsvSource(resolveIn(s.dir, ds.path), ds, { holdoutFraction: 0.25, seed: 42 }).load('holdout');
+      if (ds.kind !== 'csv') throw new Error('the test sites hold CSV data');
+      // Sources give raw features; sites scale them with the statistics pooled across sites before round 1.
+      const raw = await new CsvSource(resolveIn(s.dir, ds.path), ds, { holdoutFraction: 0.25, seed: 42 }).load('holdout');
+      // The model card carries them, so whoever uses the model can scale inputs the same way.
+      expect(card.data.standardization).toEqual(study.standardization);
+      const holdout = standardize(raw, card.data.standardization!);
       const p = model.predict(tf.tensor(holdout.x, [holdout.n, ...holdout.inputShape])) as tf.Tensor;
       const siteScores = Array.from(await p.data());
       p.dispose();

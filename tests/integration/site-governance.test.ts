@@ -154,12 +154,13 @@ describe('site governance', () => {
     const s = sites[0]!;
     const file = join(s.dir, 'ledger.jsonl');
     const entries = readLedger(file);
-    expect(entries.map((e) => e.kind)).toEqual(['describe', 'train', 'evaluate', 'train', 'evaluate']);
+    // describe, then the federated-standardization sums, then two rounds.
+    expect(entries.map((e) => e.kind)).toEqual(['describe', 'stats', 'train', 'evaluate', 'train', 'evaluate']);
     expect(entries.find((e) => e.kind === 'train')!.bytes).toBeGreaterThan(31 * 4);
     // The coordinator's audit names the same task ids.
     const audit = await json<{ audit: { action: string; round?: number; details?: { tasks?: Record<string, { train: string; evaluate?: string }> } }[] }>(c.url, `/api/audit?studyId=${id}`);
     const round1 = audit.body.audit.find((a) => a.action === 'round.completed' && a.round === 1)!;
-    expect(round1.details!.tasks!['Site 1']!.train).toBe(entries[1]!.taskId);
+    expect(round1.details!.tasks!['Site 1']!.train).toBe(entries.find((e) => e.kind === 'train')!.taskId);
     const pub = loadIdentity(join(s.dir, 'keys', 'identity.json')).publicKey;
     expect(verifyLedger(file, pub).ok).toBe(true);
     const lines = readFileSync(file, 'utf8').trim().split('\n');

@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { CsvSource } from '../../site-agent/data/csv-source.ts';
 import { CsvDatasetSchema } from '../../site-agent/config.ts';
 import { splitIndices } from '../../site-agent/data/split.ts';
+import { localStandardization, standardize } from '../../site-agent/data/standardize.ts';
 import { createIdentity, loadIdentity } from '../../site-agent/keys.ts';
 import { WDBC } from '../../cli/demo.ts';
 import { tempDir } from '../helpers/cluster.ts';
@@ -34,7 +35,9 @@ describe('CSV data source', () => {
   });
 
   it('should standardize with training-split statistics only', async () => {
-    const train = await new CsvSource(WDBC, cfg(), { holdoutFraction: 0.2, seed: 1 }).load('train');
+    // Sources give raw features; the agent scales them (here with this site's own training statistics).
+    const raw = await new CsvSource(WDBC, cfg(), { holdoutFraction: 0.2, seed: 1 }).load('train');
+    const train = standardize(raw, localStandardization(raw));
     for (const j of [0, 7, 29]) {
       let m = 0;
       for (let i = 0; i < train.n; i++) m += train.x[i * 30 + j]!;

@@ -1,0 +1,215 @@
+/**
+ * Runs one simulation setting: partitions the data over virtual sites, starts them on the worker pool, and drives
+ * the production StudyRunner over the in-memory transport, with an in-memory store, until the study ends. Then
+ * audits the final model with the membership-inference attack.
+ */
+import { join } from 'node:path';
+import pino, { type Logger } from 'pino';
+import { CohortError, toWireError, type WireError } from '../protocol/errors.ts';
+import type { StudyEvent } from '../protocol/events.ts';
+import { StudyManifestSchema, parseMessage, type StudyManifestInput } from '../protocol/messages.ts';
+import type { Metrics } from '../protocol/metrics.ts';
+import { manifestHash, sha256Hex } from '../protocol/signing.ts';
+import { Checkpoints } from '../coordinator/checkpoints.ts';
+import { StudyRunner } from '../coordinator/rounds/study-runner.ts';
+import { Store, type RoundRecord, type StudyRecord } from '../coordinator/store/store.ts';
+import { checkStudyStrategy } from '../coordinator/strategies/registry.ts';
+import { krumMinUpdates } from '../coordinator/strategies/krum.ts';
+import type { OnlineSite } from '../coordinator/transport/transport.ts';
+import { membershipAudit, type MembershipResult } from './attacks/membership.ts';
+import { loadTable, type Table } from './dataset.ts';
+import { FaultPlan, attackPlan, maliciousSites } from './faults.ts';
+import { InMemoryTransport } from './in-memory-transport.ts';
+import { partitionRows } from './partition.ts';
+import { scalingStats } from './matrix-source.ts';
+import type { Scenario } from './scenario.ts';
+import type { SitePool } from './site-pool.ts';
+
+export interface RoundSummary {
+  round: number;
+  accuracy: number;
+  auc: number | null;
+  loss: number;
+  trainLoss: number;
+  participants: number;
+  /** Site failures in the round (dropouts, stragglers, refusals), by code. */
+  failures: Record<string, number>;
+  attempts: number;
+  durationMs: number;
+}
+
+export interface SiteSummary {
+  name: string;
+  rows: number;
+  malicious: boolean;
+  /** The site's metrics on its own hold-out rows under the final model (absent if it did not evaluate). */
+  final: { n: number; accuracy: number; auc: number | null } | null;
+}
+
+export interface SettingResult {
+  label: string;
+  overrides: Record<string, unknown>;
+  status: 'completed' | 'failed';
+  error?: WireError;
+  strategy: string;
+  sites: SiteSummary[];
+  rounds: RoundSummary[];
+  final: RoundSummary | null;
+  membership: MembershipResult | null;
+  /** Privacy spent (epsilon at delta) when the setting uses differential privacy; null without it. */
+  epsilon: number | null;
+  injected: { tasks: number; dropouts: number; stragglers: number; coordinatorRestarts: number };
+  /** SHA-256 of the final global model's checkpoint frame (equal across runs of the same scenario and seed). */
+  modelSha256: string | null;
+  durationMs: number;
+}
+
+export interface RunContext {
+  pool: SitePool;
+  /** Scratch folder for site directories. */
+  workDir: string;
+  /** Tables by CSV path, so a sweep reads its data once. */
+  tables: Map<string, Promise<Table>>;
+  onRound?: (round: RoundSummary, total: number) => void;
+  /** Keep checkpoints on disk here (tests of resume); default in memory. */
+  checkpointsDir?: string;
+}
+
+const num = (x: number | undefined): number | null => (x === undefined || !Number.isFinite(x) ? null : x);
+
+function summarize(r: RoundRecord): RoundSummary {
+  const failures: Record<string, number> = {};
+  for (const f of r.failures) failures[f.code] = (failures[f.code] ?? 0) + 1;
+  return {
+    round: r.round, accuracy: r.pooled.accuracy, auc: num(r.pooled.auc), loss: r.pooled.loss, trainLoss: r.trainLoss,
+    participants: r.participants.length, failures, attempts: r.attempts, durationMs: r.durationMs,
+  };
+}
+
+/** Default `minSites`: half the sites, at least 2 (when there are 2), and enough for Krum's n > 2f + 2. */
+function minSitesFor(s: Scenario, sites: number): number {
+  if (s.participation.minSites !== undefined) return s.participation.minSites;
+  let min = Math.max(Math.min(2, sites), Math.ceil(sites / 2));
+  if (s.strategy.name === 'krum' || s.strategy.name === 'multi-krum') min = Math.max(min, Math.min(sites, krumMinUpdates(s.strategy.byzantine)));
+  return min;
+}
+
+/** The study manifest a scenario describes (what a researcher would submit). */
+export function manifestFor(s: Scenario, sites: number): StudyManifestInput {
+  return {
+    name: s.name,
+    task: { dataset: s.data.id, label: s.data.label },
+    model: s.model,
+    training: { rounds: s.rounds, ...s.training },
+    strategy: s.strategy,
+    participation: {
+      minSites: minSitesFor(s, sites), roundDeadlineMs: s.participation.roundDeadlineMs, waitForSitesMs: 60_000,
+      maxRoundAttempts: s.participation.maxRoundAttempts,
+    },
+    privacy: { secureAggregation: false },
+    evaluation: { holdoutFraction: s.evaluation.holdoutFraction },
+    seed: s.seed,
+  };
+}
+
+export async function runSetting(setting: { label: string; overrides: Record<string, unknown>; scenario: Scenario }, ctx: RunContext, index = 0): Promise<SettingResult> {
+  const started = Date.now();
+  const s = setting.scenario;
+  const drop = s.partition.kind === 'column' ? [s.partition.column] : [];
+  const tableKey = JSON.stringify([s.data, drop]);
+  if (!ctx.tables.has(tableKey)) ctx.tables.set(tableKey, loadTable(s.data, drop));
+  const table = await ctx.tables.get(tableKey)!;
+  const parts = partitionRows(s.partition, {
+    n: table.n, labels: table.y, numClasses: table.classes.length, sites: s.sites, seed: s.seed,
+    ...(s.partition.kind === 'column' ? { column: () => table.column(drop[0]!) } : {}),
+  });
+  const bad = maliciousSites(parts.map((p) => p.name), s.malicious.fraction, s.seed);
+  const manifestRaw = manifestFor(s, parts.length);
+  const manifest = parseMessage(StudyManifestSchema, manifestRaw, 'study manifest');
+  checkStudyStrategy(manifest);
+
+  const log: Logger = pino({ level: s.logLevel, base: { component: 'simulation' } }, pino.destination(2));
+  const store = await Store.open(null, 'simulation');
+  const checkpoints = new Checkpoints(ctx.checkpointsDir ?? null);
+  const study: StudyRecord = {
+    id: `sim-${index + 1}`, manifest, manifestRaw, manifestHash: manifestHash(manifestRaw), status: 'running',
+    createdAt: new Date(0).toISOString(), updatedAt: new Date(0).toISOString(), completedRounds: 0, createdBy: 'simulation',
+  };
+  const w = table.width;
+  await ctx.pool.init({
+    runDir: join(ctx.workDir, `setting-${index + 1}`), dataset: s.data.id,
+    table: { label: table.label, features: table.features, classes: table.classes, width: w, stats: s.data.standardize === 'global' ? scalingStats(table.x, w) : undefined },
+    sites: parts.map((p) => {
+      const x = new Float64Array(p.rows.length * w);
+      p.rows.forEach((r, k) => x.set(table.x.subarray(r * w, (r + 1) * w), k * w));
+      return { name: p.name, x, y: Int32Array.from(p.rows, (r) => table.y[r]!), rowIds: Int32Array.from(p.rows), malicious: bad.has(p.name) };
+    }),
+    policy: { requireSignedManifests: false, minSitesPerAggregate: 1, ...s.sitePolicy },
+    approval: { studyId: study.id, manifestHash: study.manifestHash! },
+    attack: bad.size ? attackPlan(s.malicious) : null,
+    seed: s.seed, logLevel: s.logLevel,
+  });
+  const online: OnlineSite[] = parts.map((p) => ({ id: `virtual:${p.name}`, name: p.name, connectedAt: new Date(0).toISOString() }));
+  const transport = new InMemoryTransport(online, (site, task) => ctx.pool.run(site, task), new FaultPlan(s.faults, s.seed));
+
+  const restartAfter = new Set(s.faults.restartCoordinatorAfter);
+  let restarts = 0;
+  let finish: () => void = () => undefined;
+  const done = new Promise<void>((resolve) => { finish = resolve; });
+  const emit = (e: StudyEvent) => {
+    if (e.studyId !== study.id) return;
+    if (e.type === 'round' && e.status === 'completed' && e.round !== undefined) {
+      const rec = store.listRounds(study.id).find((r) => r.round === e.round);
+      if (rec) ctx.onRound?.(summarize(rec), s.rounds);
+      if (restartAfter.has(e.round) && e.round < s.rounds) {
+        // A coordinator restart: this runner stops at its next checkpoint of control; a new one resumes the study.
+        const old = runner;
+        void old.stop(study.id).then(() => {
+          restarts++;
+          runner = makeRunner();
+          runner.start(study.id);
+        });
+      }
+    }
+    if (e.type === 'study' && (e.status === 'completed' || e.status === 'failed')) finish();
+  };
+  const makeRunner = () => new StudyRunner({ store, transport, checkpoints, log, emit });
+  let runner = makeRunner();
+  await store.addStudy(study);
+  runner.start(study.id);
+  await done;
+  await runner.stopAll();
+  if (ctx.pool.fatal) throw ctx.pool.fatal;
+
+  const final = store.mustGetStudy(study.id);
+  const rounds = store.listRounds(study.id).sort((a, b) => a.round - b.round).map(summarize);
+  const last = store.listRounds(study.id).find((r) => r.round === final.completedRounds);
+  let membership: MembershipResult | null = null;
+  const weights = final.completedRounds > 0 ? await checkpoints.loadBytes(study.id, final.completedRounds) : null;
+  if (s.membershipInference && final.model && weights) {
+    membership = membershipAudit(await ctx.pool.losses({ dataset: s.data.id, model: final.model, weights, holdoutFraction: s.evaluation.holdoutFraction, seed: s.seed }));
+  }
+  const perSite: Record<string, Metrics> = last?.perSite ?? {};
+  return {
+    label: setting.label, overrides: setting.overrides, status: final.status === 'completed' ? 'completed' : 'failed',
+    ...(final.error ? { error: final.error } : {}),
+    strategy: s.strategy.name,
+    sites: parts.map((p) => {
+      const m = perSite[p.name];
+      return { name: p.name, rows: p.rows.length, malicious: bad.has(p.name), final: m ? { n: m.n, accuracy: m.accuracy, auc: num(m.auc) } : null };
+    }),
+    rounds, final: rounds.at(-1) ?? null, membership, epsilon: null,
+    injected: { tasks: transport.counts.sent, dropouts: transport.counts.dropout, stragglers: transport.counts.straggler, coordinatorRestarts: restarts },
+    modelSha256: weights ? sha256Hex(weights) : null,
+    durationMs: Date.now() - started,
+  };
+}
+
+/** A setting that could not start (bad partition, refused strategy) as a failed result, so a sweep carries on. */
+export function failedSetting(setting: { label: string; overrides: Record<string, unknown>; scenario: Scenario }, err: unknown, started: number): SettingResult {
+  if (err instanceof CohortError && err.code === 'COHORT_ERR_SIM_WORKER_FAILED') throw err;
+  return {
+    label: setting.label, overrides: setting.overrides, status: 'failed', error: toWireError(err), strategy: setting.scenario.strategy.name,
+    sites: [], rounds: [], final: null, membership: null, epsilon: null, injected: { tasks: 0, dropouts: 0, stragglers: 0, coordinatorRestarts: 0 }, modelSha256: null, durationMs: Date.now() - started,
+  };
+}
