@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import { createCoordinator } from '../coordinator/app.ts';
+import { loadTlsFiles } from '../coordinator/tls.ts';
 import { CohortError } from '../protocol/errors.ts';
 import { keyFingerprint } from '../protocol/signing.ts';
 import { Approvals } from '../site-agent/approvals.ts';
@@ -42,10 +43,24 @@ example(program.command('coordinator')
   .option('--host <host>', 'interface to bind', '127.0.0.1')
   .option('--port <port>', 'port (0 picks a free one)', '8443')
   .addOption(new Option('--enrollment <mode>', 'token: only sites enrolled with a one-time token; open: register unknown sites on first contact (development)').choices(['token', 'open']).default('token'))
-  .action(async (o: { dataDir: string; host: string; port: string; enrollment: 'open' | 'token' }) => {
+  .option('--tls-cert <file>', 'serve HTTPS with this PEM certificate (chain); needs --tls-key')
+  .option('--tls-key <file>', 'the PEM private key of --tls-cert')
+  .option('--store <url>', 'postgres://... : shared PostgreSQL store for several replicas (or COHORT_STORE_URL); default: lowdb in --data-dir')
+  .option('--redis <url>', 'redis://... : socket.io Redis adapter, so replicas share sites (or COHORT_REDIS_URL)')
+  .option('--trust-proxy', 'behind a load balancer: take client addresses from X-Forwarded-For (rate limits)')
+  .option('--auth-failures-per-minute <n>', 'failed authentications per client address per minute before it is refused', '20')
+  .action(async (o: { dataDir: string; host: string; port: string; enrollment: 'open' | 'token'; tlsCert?: string; tlsKey?: string; store?: string; redis?: string; trustProxy?: boolean; authFailuresPerMinute: string }) => {
+    if (Boolean(o.tlsCert) !== Boolean(o.tlsKey)) throw new CohortError('COHORT_ERR_TLS_CONFIG', '--tls-cert and --tls-key go together');
+    const storeUrl = o.store ?? process.env.COHORT_STORE_URL;
+    const redisUrl = o.redis ?? process.env.COHORT_REDIS_URL;
     const c = await createCoordinator({
       dataDir: resolve(o.dataDir), host: o.host, port: Number(o.port), enrollment: o.enrollment,
       ...(process.env.COHORT_ADMIN_TOKEN ? { adminToken: process.env.COHORT_ADMIN_TOKEN } : {}),
+      ...(o.tlsCert && o.tlsKey ? { tls: loadTlsFiles(o.tlsCert, o.tlsKey) } : {}),
+      ...(storeUrl ? { storeUrl } : {}),
+      ...(redisUrl ? { redisUrl } : {}),
+      ...(o.trustProxy ? { trustProxy: true } : {}),
+      authFailuresPerMinute: Number(o.authFailuresPerMinute),
     });
     const url = await c.start();
     if (c.initialAdminToken) {
@@ -56,7 +71,7 @@ example(program.command('coordinator')
     const stop = async () => { await c.close(); process.exit(0); };
     process.once('SIGINT', () => void stop());
     process.once('SIGTERM', () => void stop());
-  }), 'cohort coordinator --data-dir ./coord --port 8443');
+  }), 'cohort coordinator --data-dir ./coord --port 8443 --tls-cert /etc/cohort/tls/fullchain.pem --tls-key /etc/cohort/tls/key.pem');
 
 // ---------------------------------------------------------------- admin
 const admin = program.command('admin').description('administer the coordinator (needs an admin token)');
@@ -121,7 +136,8 @@ example(site.command('init')
   .option('--dataset <id>', 'register a CSV dataset under this id')
   .option('--csv <path>', 'the CSV file for --dataset')
   .option('--label <column>', 'the label column for --dataset')
-  .action(async (o: { dir: string; name: string; coordinator: string; token?: string; dataset?: string; csv?: string; label?: string }) => {
+  .option('--ca-file <pem>', "CA that signed the coordinator's TLS certificate (a private CA); kept in site.json")
+  .action(async (o: { dir: string; name: string; coordinator: string; token?: string; dataset?: string; csv?: string; label?: string; caFile?: string }) => {
     const r = await siteInit(o);
     console.log(`site initialised: ${r.configFile}\nsite public key: ${r.publicKey}`);
     if (r.siteId) console.log(`enrolled as ${r.siteId}; coordinator key pinned (fingerprint ${r.coordinatorFingerprint})`);

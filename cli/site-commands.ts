@@ -7,6 +7,7 @@ import { SiteAgent } from '../site-agent/agent.ts';
 import { loadSiteConfig, resolveIn, writeSiteConfig, SITE_CONFIG_FILE } from '../site-agent/config.ts';
 import { createIdentity, loadIdentity, publicKeyB64 } from '../site-agent/keys.ts';
 import { enroll } from '../site-agent/enroll.ts';
+import { readCa } from '../site-agent/tls-trust.ts';
 import { PolicySchema, type Policy } from '../site-agent/policy.ts';
 
 export interface SiteInitOptions {
@@ -19,6 +20,8 @@ export interface SiteInitOptions {
   csv?: string;
   label?: string;
   policy?: Partial<Policy>;
+  /** PEM CA bundle for a coordinator with a private-CA certificate; kept in site.json as `caFile`. */
+  caFile?: string;
 }
 
 /** What each policy field means, written next to it in site.json (JSON has no comments). */
@@ -41,11 +44,12 @@ export async function siteInit(o: SiteInitOptions): Promise<{ publicKey: string;
   if (existsSync(join(dir, SITE_CONFIG_FILE))) throw new Error(`${join(dir, SITE_CONFIG_FILE)} already exists`);
   const keyFile = 'keys/identity.json';
   const id = createIdentity(join(dir, keyFile));
-  const enrolled = o.token ? await enroll(o.coordinator, o.token, o.name, id) : undefined;
+  const caFile = o.caFile ? resolve(o.caFile) : undefined;
+  const enrolled = o.token ? await enroll(o.coordinator, o.token, o.name, id, undefined, readCa(caFile)) : undefined;
   const datasets = o.dataset && o.csv && o.label ? [{ id: o.dataset, kind: 'csv' as const, path: resolve(o.csv), label: o.label }] : [];
   const policy = { ...POLICY_NOTES, ...PolicySchema.parse(o.policy ?? {}) };
   writeSiteConfig(dir, {
-    name: o.name, coordinator: o.coordinator, keyFile, datasets, policy,
+    name: o.name, coordinator: o.coordinator, keyFile, datasets, policy, ...(caFile ? { caFile } : {}),
     ...(enrolled ? { siteId: enrolled.siteId, coordinatorPublicKey: enrolled.coordinatorPublicKey } : {}),
   });
   return {

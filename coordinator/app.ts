@@ -5,16 +5,19 @@
 import { mkdirSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import { Server } from 'socket.io';
 import type { Logger } from 'pino';
 import { makeLogger } from '../protocol/logging.ts';
 import { CohortError, ERRORS, toWireError } from '../protocol/errors.ts';
 import { EVENTS_NAMESPACE, type StudyEvent } from '../protocol/events.ts';
 import { PROTOCOL_VERSION } from '../protocol/version.ts';
-import { Checkpoints } from './checkpoints.ts';
+import type { Checkpoints } from './checkpoints.ts';
 import { StudyRunner } from './rounds/study-runner.ts';
-import { Store } from './store/store.ts';
+import type { Store } from './store/store.ts';
+import { connectRedisAdapter, openStorage, redactUrl, type RedisLink } from './cluster.ts';
+import { checkTls, type TlsFiles } from './tls.ts';
+import { registerSecurityHeaders } from './security-headers.ts';
 import { SocketTransport } from './transport/socket-transport.ts';
 import { registerStudyRoutes } from './routes/studies.ts';
 import { registerAdminRoutes } from './routes/admin.ts';
@@ -40,6 +43,14 @@ export interface CoordinatorOptions {
   authFailuresPerMinute?: number;
   /** socket.io transports to accept; `['polling']` emulates networks that block WebSocket. */
   transports?: ('polling' | 'websocket')[];
+  /** Serve HTTPS (REST, dashboard and socket.io on the same port) with this PEM certificate (chain) and key. */
+  tls?: TlsFiles;
+  /** postgres://... : keep the store and checkpoints in PostgreSQL, shared by several replicas (docs/deployment.md). */
+  storeUrl?: string;
+  /** redis://... : socket.io's Redis adapter, so sites connected to any replica receive tasks from any replica. */
+  redisUrl?: string;
+  /** Behind a reverse proxy or load balancer: take the client address from X-Forwarded-For (for rate limits). */
+  trustProxy?: boolean;
 }
 
 export interface Coordinator {
@@ -73,8 +84,12 @@ export async function createCoordinator(opts: CoordinatorOptions): Promise<Coord
   if (opts.dataDir) mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
   const coordinatorId = coordinatorIdFor(opts.dataDir);
   const identity = loadOrCreateCoordinatorIdentity(opts.dataDir);
-  const store = await Store.open(opts.dataDir ? join(opts.dataDir, 'store.json') : null, coordinatorId);
-  const checkpoints = new Checkpoints(opts.dataDir ? join(opts.dataDir, 'checkpoints') : null);
+  if (opts.tls) {
+    const cert = checkTls(opts.tls);
+    if (cert.validTo.getTime() < Date.now() + 14 * 86400_000) log.warn({ validTo: cert.validTo.toISOString(), subject: cert.subject }, 'TLS certificate expires within 14 days (or has expired)');
+  }
+  const { store, checkpoints } = await openStorage({ dataDir: opts.dataDir, storeUrl: opts.storeUrl, coordinatorId, coordinatorPublicKey: identity.publicKeyB64, log: log.child({ component: 'store' }) });
+  if (opts.storeUrl) log.info({ store: redactUrl(opts.storeUrl) }, 'shared PostgreSQL store');
 
   // The first admin token: generated once (or seeded), only its hash kept.
   let initialAdminToken: string | undefined;
@@ -86,14 +101,28 @@ export async function createCoordinator(opts: CoordinatorOptions): Promise<Coord
     await store.addToken({ id: `tok-${randomBytes(4).toString('hex')}`, kind: 'api', hash: hashToken(initialAdminToken), role: 'admin', name: 'admin', createdAt: new Date().toISOString() });
   }
 
-  const app: FastifyInstance = Fastify({ loggerInstance: log.child({ component: 'http' }, { level: 'warn' }) as FastifyBaseLogger, bodyLimit: 1024 * 1024, exposeHeadRoutes: false }) as unknown as FastifyInstance;
-
+  const app: FastifyInstance = Fastify({
+    loggerInstance: log.child({ component: 'http' }, { level: 'warn' }) as FastifyBaseLogger, bodyLimit: 1024 * 1024, exposeHeadRoutes: false,
+    ...(opts.tls ? { https: { cert: opts.tls.cert, key: opts.tls.key } } : {}),
+    ...(opts.trustProxy ? { trustProxy: true } : {}),
+    // The router's own refusals (a malformed URL, a path parameter over 100 characters) carry a code too.
+    frameworkErrors: (err, _req, reply) => {
+      const status = err.statusCode ?? 400;
+      void (reply as unknown as FastifyReply).status(status).send({ error: { code: status === 414 ? 'COHORT_ERR_PROTOCOL_TOO_LARGE' : 'COHORT_ERR_PROTOCOL_MALFORMED', message: err.message.slice(0, 200) } });
+    },
+  }) as unknown as FastifyInstance;
+  let redis: RedisLink | undefined;
+  if (opts.redisUrl) {
+    redis = await connectRedisAdapter(opts.redisUrl, log.child({ component: 'redis' }));
+    log.info({ redis: redactUrl(opts.redisUrl) }, 'socket.io Redis adapter: sites are shared with the other replicas');
+  }
   const io = new Server(app.server, {
     maxHttpBufferSize: opts.maxMessageBytes ?? 256 * 1024 * 1024, serveClient: false,
     ...(opts.transports ? { transports: opts.transports } : {}),
+    ...(redis ? { adapter: redis.adapter as never } : {}),
   });
-  const transport = new SocketTransport(io, store, log.child({ component: 'sites' }), { enrollment: opts.enrollment ?? 'token', identity });
   const limiter = new AuthRateLimiter(opts.authFailuresPerMinute ?? 20);
+  const transport = new SocketTransport(io, store, log.child({ component: 'sites' }), { enrollment: opts.enrollment ?? 'token', identity, limiter, cluster: Boolean(redis) });
   const auth = {
     viewer: requireRole(store, limiter, 'viewer'),
     researcher: requireRole(store, limiter, 'researcher'),
@@ -102,16 +131,22 @@ export async function createCoordinator(opts: CoordinatorOptions): Promise<Coord
 
   // Live events for dashboards and watchers: a viewer token is required, as for the REST API.
   const events = io.of(EVENTS_NAMESPACE);
-  events.use((socket, next) => {
+  events.use(async (socket, next) => {
     const token = (socket.handshake.auth as { token?: unknown } | undefined)?.token;
     if (limiter.blocked(socket.handshake.address)) return next(new Error('COHORT_ERR_AUTH_RATE_LIMITED'));
+    await store.sync().catch(() => undefined);
     if (typeof token === 'string' && lookupApiToken(store, token)) return next();
     limiter.fail(socket.handshake.address);
+    log.warn({ code: token ? 'COHORT_ERR_AUTH_TOKEN_INVALID' : 'COHORT_ERR_AUTH_TOKEN_MISSING', remote: socket.handshake.address }, 'live events authentication failed');
     next(new Error(token ? 'COHORT_ERR_AUTH_TOKEN_INVALID' : 'COHORT_ERR_AUTH_TOKEN_MISSING'));
   });
   const emit = (e: StudyEvent) => events.emit('event', e);
   transport.onChange(() => emit({ type: 'site', at: new Date().toISOString(), message: `${transport.onlineSites().length} sites online` }));
-  const runner = new StudyRunner({ store, transport, checkpoints, log: log.child({ component: 'runner' }), emit });
+  const runner = new StudyRunner({ store, transport, checkpoints, log: log.child({ component: 'runner' }), emit, lease: (id) => store.leaseStudy(id) });
+  if (store.backend === 'postgres') {
+    // A client may write through one replica and read through another: catch up before answering.
+    app.addHook('onRequest', async () => store.sync());
+  }
 
   app.setErrorHandler((err, _req, reply) => {
     if (err instanceof CohortError) {
@@ -121,7 +156,7 @@ export async function createCoordinator(opts: CoordinatorOptions): Promise<Coord
     const e = err as { statusCode?: number; code?: string; message?: string };
     if (e.statusCode && e.statusCode < 500) {
       // fastify's own refusals (bad JSON, body too large): keep them coded.
-      const code = e.statusCode === 413 ? 'COHORT_ERR_TENSOR_TOO_LARGE' : 'COHORT_ERR_PROTOCOL_MALFORMED';
+      const code = e.statusCode === 413 ? 'COHORT_ERR_PROTOCOL_TOO_LARGE' : 'COHORT_ERR_PROTOCOL_MALFORMED';
       void reply.status(e.statusCode).send({ error: { code, message: e.message ?? ERRORS[code].message } });
       return;
     }
@@ -131,12 +166,7 @@ export async function createCoordinator(opts: CoordinatorOptions): Promise<Coord
   app.setNotFoundHandler((_req, reply) => {
     void reply.status(404).send({ error: { code: 'COHORT_ERR_PROTOCOL_UNKNOWN_EVENT', message: 'no such endpoint' } });
   });
-  app.addHook('onSend', async (_req, reply, payload) => {
-    reply.header('x-content-type-options', 'nosniff');
-    reply.header('referrer-policy', 'no-referrer');
-    reply.header('x-frame-options', 'DENY');
-    return payload;
-  });
+  registerSecurityHeaders(app, { tls: Boolean(opts.tls) });
 
   // After the hooks above (so /docs gets them too), before any route: records the route table and serves the
   // OpenAPI document at /docs.
@@ -157,24 +187,36 @@ export async function createCoordinator(opts: CoordinatorOptions): Promise<Coord
   registerDashboard(app);
 
   let closed = false;
+  let takeover: NodeJS.Timeout | undefined;
   return {
     app, io, store, checkpoints, runner, transport, log, initialAdminToken, coordinatorPublicKey: identity.publicKeyB64, routes,
     async start() {
       await app.listen({ host: opts.host ?? '127.0.0.1', port: opts.port ?? 0 });
       const addr = app.server.address();
       const port = typeof addr === 'object' && addr ? addr.port : opts.port;
-      const url = `http://${opts.host && opts.host !== '0.0.0.0' ? opts.host : '127.0.0.1'}:${port}`;
+      const url = `${opts.tls ? 'https' : 'http'}://${opts.host && opts.host !== '0.0.0.0' ? opts.host : '127.0.0.1'}:${port}`;
       runner.resumeAll();
+      if (store.backend === 'postgres') {
+        // Replicas: whoever holds a running study's lease runs it; if that replica dies, one of the others takes
+        // the lease here within a few seconds and resumes from the last recorded round.
+        takeover = setInterval(() => {
+          for (const s of store.listStudies()) if (s.status === 'running' && !runner.isRunning(s.id)) runner.start(s.id);
+        }, 2_000);
+        takeover.unref();
+      }
       log.info({ url, coordinatorId }, 'coordinator listening');
       return url;
     },
     async close() {
       if (closed) return;
       closed = true;
+      clearInterval(takeover);
       await runner.stopAll();
+      transport.close();
       io.close();
       await app.close();
-      await store.flush();
+      await redis?.close();
+      await store.close();
     },
   };
 }

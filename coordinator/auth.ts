@@ -56,6 +56,12 @@ export class AuthRateLimiter {
     const list = this.failures.get(ip) ?? [];
     list.push(Date.now());
     this.failures.set(ip, list);
+    if (this.failures.size > 10_000) this.prune();
+  }
+  /** Forgets addresses with no failure in the window, so many source addresses cannot grow memory without end. */
+  private prune(): void {
+    const now = Date.now();
+    for (const [ip, list] of this.failures) if (!list.some((t) => now - t < this.windowMs)) this.failures.delete(ip);
   }
 }
 
@@ -70,7 +76,10 @@ export function requireRole(store: Store, limiter: AuthRateLimiter, role: Role) 
     const rec = lookupApiToken(store, token);
     if (!rec) {
       limiter.fail(req.ip);
-      throw new CohortError(token ? 'COHORT_ERR_AUTH_TOKEN_INVALID' : 'COHORT_ERR_AUTH_TOKEN_MISSING');
+      const code = token ? 'COHORT_ERR_AUTH_TOKEN_INVALID' : 'COHORT_ERR_AUTH_TOKEN_MISSING';
+      // Who failed, where, and how: never what they presented.
+      req.log.warn({ code, remote: req.ip, method: req.method, path: req.routeOptions.url }, 'authentication failed');
+      throw new CohortError(code);
     }
     if (RANK[rec.role as Role] < RANK[role]) {
       throw new CohortError('COHORT_ERR_AUTH_FORBIDDEN', `this needs the ${role} role; the token has ${rec.role}`);

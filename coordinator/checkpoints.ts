@@ -2,8 +2,8 @@
  * Model checkpoints, one binary tensor frame per completed round, written atomically (temp file, fsync, rename):
  * a coordinator killed mid-write leaves the previous checkpoint intact and no torn file under the final name.
  */
-import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import { decodeTensors, encodeTensors, type Tensor } from '../protocol/codec.ts';
 
 export class Checkpoints {
@@ -33,6 +33,12 @@ export class Checkpoints {
       await fh.close();
     }
     await rename(tmp, final);
+    // A coordinator killed mid-write before this one left its temp file behind: the round was redone, so the
+    // orphan is garbage (for a large model, a large one).
+    const prefix = `${basename(final)}.`;
+    for (const f of await readdir(join(this.dir, studyId))) {
+      if (f.startsWith(prefix) && f.endsWith('.tmp')) await rm(join(this.dir, studyId, f), { force: true });
+    }
   }
 
   async load(studyId: string, round: number): Promise<Tensor[]> {

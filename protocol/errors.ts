@@ -12,6 +12,7 @@ export const ERRORS = {
   COHORT_ERR_PROTOCOL_REPLAY: { http: 409, message: 'message replayed or out of order' },
   COHORT_ERR_PROTOCOL_TIMEOUT: { http: 504, message: 'peer did not answer before the deadline' },
   COHORT_ERR_PROTOCOL_DISCONNECTED: { http: 503, message: 'peer disconnected' },
+  COHORT_ERR_PROTOCOL_TOO_LARGE: { http: 413, message: 'request body or message exceeds the size limit' },
   // tensor codec
   COHORT_ERR_TENSOR_MALFORMED: { http: 400, message: 'tensor frame could not be decoded' },
   COHORT_ERR_TENSOR_TOO_LARGE: { http: 413, message: 'tensor frame exceeds the size limit' },
@@ -27,6 +28,7 @@ export const ERRORS = {
   COHORT_ERR_AUTH_TOKEN_INVALID: { http: 401, message: 'token is unknown, revoked or expired' },
   COHORT_ERR_AUTH_FORBIDDEN: { http: 403, message: 'token lacks the role this needs' },
   COHORT_ERR_AUTH_RATE_LIMITED: { http: 429, message: 'too many failed authentications' },
+  COHORT_ERR_AUTH_TOKEN_UNKNOWN: { http: 404, message: 'no token with that id' },
   COHORT_ERR_AUTH_ENROLLMENT_TOKEN: { http: 401, message: 'enrollment token is unknown, used or expired' },
   COHORT_ERR_AUTH_COORDINATOR_MISMATCH: { http: 401, message: 'coordinator identity does not match the pinned key' },
   // studies
@@ -89,6 +91,12 @@ export const ERRORS = {
   COHORT_ERR_SITE_DATASET_EXISTS: { http: 409, message: 'a dataset with that id is already registered' },
   // models
   COHORT_ERR_MODEL_SPEC_INVALID: { http: 400, message: 'model specification is invalid' },
+  // transport security (TLS)
+  COHORT_ERR_TLS_UNTRUSTED: { http: 502, message: 'the coordinator TLS certificate is not trusted' },
+  COHORT_ERR_TLS_CONFIG: { http: 500, message: 'TLS certificate, key or CA file is missing or invalid' },
+  // shared store (coordinator replicas)
+  COHORT_ERR_STORE_UNAVAILABLE: { http: 503, message: 'the coordinator store could not complete the write' },
+  COHORT_ERR_STORE_REPLICA_MISMATCH: { http: 500, message: 'this replica has another coordinator identity than the shared store' },
   // generic
   COHORT_ERR_SERVER_INTERNAL: { http: 500, message: 'internal error' },
 } as const satisfies Record<string, { http: number; message: string }>;

@@ -37,13 +37,14 @@ import {
   secureAggregationSettings, type SecAggAdvertiseResult, type SecAggShareResult, type SecAggUnmaskResult,
 } from '../protocol/secagg-messages.ts';
 import { flatDelta } from '../protocol/crypto/quantize.ts';
+import { checkCoordinatorCertificate, readCa, tlsRefusal } from './tls-trust.ts';
 
 type ClientSocket = Socket<ServerToClientEvents, ClientToServerEvents>;
 
 /** Refusals after which retrying cannot help: the agent stops instead of hammering the coordinator. */
 const PERMANENT: ReadonlySet<ErrorCode> = new Set([
   'COHORT_ERR_AUTH_BAD_SIGNATURE', 'COHORT_ERR_AUTH_KEY_MISMATCH', 'COHORT_ERR_AUTH_UNKNOWN_SITE', 'COHORT_ERR_AUTH_SITE_REVOKED',
-  'COHORT_ERR_AUTH_COORDINATOR_MISMATCH', 'COHORT_ERR_PROTOCOL_VERSION',
+  'COHORT_ERR_AUTH_COORDINATOR_MISMATCH', 'COHORT_ERR_PROTOCOL_VERSION', 'COHORT_ERR_TLS_UNTRUSTED',
 ]);
 
 export interface AgentOptions {
@@ -111,13 +112,26 @@ export class SiteAgent {
     const { log } = this.opts;
     // Pick the training backend before anything touches tfjs, and say which one this site trains on.
     log.info({ backend: await selectBackend() }, 'training backend');
-    return this.connect();
+    const ca = readCa(this.opts.config.caFile ? resolveIn(this.opts.dir, this.opts.config.caFile) : undefined);
+    if (!this.proxyUrl()) {
+      // Check the coordinator's certificate first, so an untrusted one is a clear coded refusal, not a retry loop.
+      await checkCoordinatorCertificate(new URL(this.opts.config.coordinator), ca).catch((err: unknown) => {
+        const e = toWireError(err);
+        log.error({ code: e.code, reason: e.message }, 'coordinator certificate refused');
+        throw err;
+      });
+    }
+    return this.connect(ca);
   }
 
-  private connect(): Promise<AuthAck> {
+  private proxyUrl(): string | undefined {
+    return this.opts.config.proxy ?? process.env.HTTPS_PROXY ?? process.env.https_proxy ?? process.env.HTTP_PROXY ?? process.env.http_proxy;
+  }
+
+  private connect(ca: string | undefined): Promise<AuthAck> {
     const { config, log } = this.opts;
     const url = new URL(SITE_NAMESPACE, config.coordinator).toString();
-    const proxy = config.proxy ?? process.env.HTTPS_PROXY ?? process.env.https_proxy ?? process.env.HTTP_PROXY ?? process.env.http_proxy;
+    const proxy = this.proxyUrl();
     const socket: ClientSocket = io(url, {
       reconnection: true,
       reconnectionDelay: config.reconnect.initialDelayMs,
@@ -126,6 +140,7 @@ export class SiteAgent {
       // Polling first, then upgrade: works where a proxy or firewall blocks WebSocket.
       transports: config.transports,
       ...(proxy ? { agent: new HttpsProxyAgent(proxy) as unknown as string } : {}),
+      ...(ca ? { ca } : {}),
     });
     if (proxy) log.info({ proxy: new URL(proxy).origin }, 'connecting through proxy');
     this.socket = socket;
@@ -165,7 +180,15 @@ export class SiteAgent {
         log.warn({ reason }, 'disconnected; will reconnect with backoff');
       });
       socket.io.on('reconnect_attempt', (n) => log.info({ attempt: n }, 'reconnecting'));
-      socket.on('connect_error', (err) => log.warn({ reason: err.message }, 'cannot reach coordinator; retrying'));
+      socket.on('connect_error', (err) => {
+        // A certificate that stops verifying (rotated to an untrusted one, say) is logged with its code; the
+        // agent keeps retrying, since a fixed certificate on the coordinator side heals it without a restart.
+        const d = err as Error & { description?: unknown; context?: unknown };
+        const tls = tlsRefusal(d.description ?? d.context ?? err, new URL(config.coordinator).host)
+          ?? tlsRefusal((d.description as { error?: unknown } | undefined)?.error, new URL(config.coordinator).host);
+        if (tls) log.error({ code: tls.code, reason: tls.message }, 'coordinator certificate refused; retrying');
+        else log.warn({ reason: err.message }, 'cannot reach coordinator; retrying');
+      });
     });
   }
 

@@ -98,6 +98,11 @@ export const SiteConfigSchema = z.object({
   coordinatorPublicKey: z.string().optional(),
   siteId: z.string().optional(),
   keyFile: z.string().default('keys/identity.json'),
+  /**
+   * PEM CA bundle that signed the coordinator's TLS certificate (a private CA). When set, only it is trusted for the
+   * coordinator; when absent, Node's roots and NODE_EXTRA_CA_CERTS are.
+   */
+  caFile: z.string().min(1).optional(),
   /** HTTP(S) proxy for the outbound connection; default: HTTPS_PROXY / HTTP_PROXY from the environment. */
   proxy: z.string().url().optional(),
   /** socket.io transports in order; long-polling first upgrades to WebSocket where the network allows it. */

@@ -19,7 +19,7 @@ import { metricsFromCounts, poolCounts, type Metrics } from '../../protocol/metr
 import { buildModel, getWeights } from '../../protocol/models.ts';
 import type { StudyEvent } from '../../protocol/events.ts';
 import type { Checkpoints } from '../checkpoints.ts';
-import type { RoundRecord, SiteFailure, Store, StudyRecord } from '../store/store.ts';
+import type { RoundRecord, SiteFailure, Store, StudyLease, StudyRecord } from '../store/store.ts';
 import { strategyFor } from '../strategies/registry.ts';
 import { weightedMean, type AggregateInput, type FitResult, type Strategy } from '../strategies/strategy.ts';
 import { defaultMaxWeight, dropAsFailure, secureTrain } from '../secure-aggregation/secure-train.ts';
@@ -38,6 +38,11 @@ export interface RunnerDeps {
   checkpoints: Checkpoints;
   log: Logger;
   emit: (e: StudyEvent) => void;
+  /**
+   * Claims the right to run a study (see `Store.leaseStudy`); undefined: another coordinator replica runs it.
+   * Absent: this runner alone runs every study.
+   */
+  lease?: (studyId: string) => Promise<StudyLease | undefined>;
 }
 
 class Stopped extends Error {}
@@ -80,7 +85,7 @@ export class StudyRunner {
     if (this.active.has(studyId)) return;
     const entry = { stop: false, done: Promise.resolve() };
     this.active.set(studyId, entry);
-    entry.done = this.run(studyId, entry)
+    entry.done = this.runLeased(studyId, entry)
       .catch((err: unknown) => this.deps.log.error({ studyId, err: String(err) }, 'study runner crashed'))
       .finally(() => this.active.delete(studyId));
   }
@@ -104,6 +109,26 @@ export class StudyRunner {
       this.start(id);
     }
     return ids;
+  }
+
+  /** Runs the study while holding its lease; losing the lease stops the run as a shutdown would (resumable). */
+  private async runLeased(studyId: string, ctl: { stop: boolean }): Promise<void> {
+    if (!this.deps.lease) return this.run(studyId, ctl);
+    const lease = await this.deps.lease(studyId);
+    if (!lease) {
+      this.deps.log.debug({ studyId }, 'another coordinator replica runs this study');
+      return;
+    }
+    this.deps.log.info({ studyId }, 'study lease acquired');
+    lease.onLost(() => {
+      this.deps.log.warn({ studyId }, 'study lease lost; leaving the study to another replica');
+      ctl.stop = true;
+    });
+    try {
+      await this.run(studyId, ctl);
+    } finally {
+      await lease.release();
+    }
   }
 
   private emit(e: Omit<StudyEvent, 'at'>): void {

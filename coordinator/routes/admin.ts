@@ -129,6 +129,7 @@ export function registerAdminRoutes(app: FastifyInstance, { store, transport, au
       return reply.status(201).send({ siteId, coordinatorId: store.coordinatorId, coordinatorPublicKey: identity.publicKeyB64 });
     } catch (err) {
       limiter.fail(req.ip);
+      log.warn({ code: err instanceof CohortError ? err.code : 'COHORT_ERR_PROTOCOL_MALFORMED', remote: req.ip }, 'enrollment refused');
       throw err;
     }
   });

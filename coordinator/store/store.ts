@@ -1,15 +1,18 @@
 /**
- * The coordinator's durable state: studies, rounds, sites. One serialized writer over lowdb: every mutation runs
- * in a queue and ends with an atomic write of the whole file (lowdb's JSONFile writes a temp file and renames).
+ * The coordinator's durable state: studies, rounds, sites, tokens, audit. `Store` is the interface every backend
+ * implements; the embedded default is lowdb (one JSON file, one serialized writer: `lowdb-store.ts`), and a
+ * PostgreSQL backend (`postgres-store.ts`) lets several coordinator replicas share one state. Both run the same
+ * operations (`operations.ts`), so they enforce the same rules.
+ *
+ * Reads are synchronous: every backend keeps the whole state in memory and serves reads from it. Writes are
+ * promises that resolve once the change is durable.
  */
-import { Low, Memory } from 'lowdb';
-import { JSONFile } from 'lowdb/node';
 import type { ResolvedModel, SchemaReport, Standardization, StudyManifest, EvalCounts } from '../../protocol/messages.ts';
 import type { Metrics } from '../../protocol/metrics.ts';
 import type { WireError } from '../../protocol/errors.ts';
 import type { LosoResult } from '../rounds/leave-one-site-out.ts';
-import { CohortError } from '../../protocol/errors.ts';
 import type { RoundPrivacy, StudyPrivacy } from '../privacy/study-privacy.ts';
+import { LowdbStore } from './lowdb-store.ts';
 
 export type StudyStatus = 'created' | 'running' | 'stopped' | 'completed' | 'failed';
 
@@ -127,171 +130,64 @@ export interface StoreData {
   audit: AuditRecord[];
 }
 
-export class Store {
-  private queue: Promise<unknown> = Promise.resolve();
+/** Held by the one replica that runs a study; see `Store.leaseStudy`. */
+export interface StudyLease {
+  /** Calls `fn` once if the lease is lost (database connection gone, or the study stopped elsewhere). */
+  onLost(fn: () => void): void;
+  release(): Promise<void>;
+}
 
-  private constructor(private readonly db: Low<StoreData>) {}
+export interface Store {
+  /** 'lowdb': this process alone owns the state. 'postgres': replicas share it. */
+  readonly backend: 'lowdb' | 'postgres';
+  readonly coordinatorId: string;
 
-  static async open(file: string | null, coordinatorId: string): Promise<Store> {
-    const initial: StoreData = { version: 1, coordinatorId, studies: [], rounds: [], sites: [], tokens: [], audit: [] };
-    const db = new Low<StoreData>(file ? new JSONFile<StoreData>(file) : new Memory<StoreData>(), initial);
-    await db.read();
-    db.data ??= initial;
-    db.data.tokens ??= [];
-    db.data.audit ??= [];
-    return new Store(db);
-  }
-
-  get coordinatorId(): string {
-    return this.db.data.coordinatorId;
-  }
-
-  /** Runs `fn` against the data, alone, then persists. If `fn` throws, nothing is written. */
-  private mutate<T>(fn: (data: StoreData) => T): Promise<T> {
-    const run = this.queue.then(async () => {
-      const snapshot = structuredClone(this.db.data);
-      try {
-        const out = fn(this.db.data);
-        await this.db.write();
-        return out;
-      } catch (err) {
-        this.db.data = snapshot;
-        throw err;
-      }
-    });
-    this.queue = run.catch(() => undefined);
-    return run;
-  }
-
-  // studies
-  listStudies(): StudyRecord[] {
-    return structuredClone(this.db.data.studies);
-  }
-  getStudy(id: string): StudyRecord | undefined {
-    const s = this.db.data.studies.find((x) => x.id === id);
-    return s && structuredClone(s);
-  }
-  mustGetStudy(id: string): StudyRecord {
-    const s = this.getStudy(id);
-    if (!s) throw new CohortError('COHORT_ERR_STUDY_NOT_FOUND', `study ${id} not found`);
-    return s;
-  }
-  addStudy(study: StudyRecord): Promise<void> {
-    return this.mutate((d) => {
-      d.studies.push(structuredClone(study));
-    });
-  }
-  updateStudy(id: string, patch: Partial<Omit<StudyRecord, 'id'>>): Promise<StudyRecord> {
-    return this.mutate((d) => {
-      const s = d.studies.find((x) => x.id === id);
-      if (!s) throw new CohortError('COHORT_ERR_STUDY_NOT_FOUND', `study ${id} not found`);
-      Object.assign(s, structuredClone(patch), { updatedAt: new Date().toISOString() });
-      return structuredClone(s);
-    });
-  }
-
+  listStudies(): StudyRecord[];
+  getStudy(id: string): StudyRecord | undefined;
+  mustGetStudy(id: string): StudyRecord;
+  addStudy(study: StudyRecord): Promise<void>;
+  updateStudy(id: string, patch: Partial<Omit<StudyRecord, 'id'>>): Promise<StudyRecord>;
   /**
    * Records a completed round and advances the study in one write. Refuses a round that is not the next one, so
-   * a round is recorded exactly once even if a resumed runner repeats work.
+   * a round is recorded exactly once even if a resumed runner (or a second replica) repeats work.
    */
-  completeRound(record: RoundRecord): Promise<void> {
-    return this.mutate((d) => {
-      const s = d.studies.find((x) => x.id === record.studyId);
-      if (!s) throw new CohortError('COHORT_ERR_STUDY_NOT_FOUND', `study ${record.studyId} not found`);
-      if (record.round !== s.completedRounds + 1) {
-        throw new CohortError('COHORT_ERR_ROUND_STALE', `round ${record.round} is not the next round (${s.completedRounds + 1})`);
-      }
-      d.rounds.push(structuredClone(record));
-      s.completedRounds = record.round;
-      s.updatedAt = record.completedAt;
-      d.audit.push({
-        seq: (d.audit.at(-1)?.seq ?? 0) + 1, at: record.completedAt, action: 'round.completed', studyId: record.studyId, round: record.round,
-        details: { participants: record.participants, tasks: record.tasks ?? {}, failures: record.failures.map((f) => ({ site: f.site, code: f.code })) },
-      });
-    });
-  }
-  listRounds(studyId: string): RoundRecord[] {
-    return structuredClone(this.db.data.rounds.filter((r) => r.studyId === studyId).sort((a, b) => a.round - b.round));
-  }
+  completeRound(record: RoundRecord): Promise<void>;
+  listRounds(studyId: string): RoundRecord[];
 
-  // sites
-  listSites(): SiteRecord[] {
-    return structuredClone(this.db.data.sites);
-  }
-  getSiteByName(name: string): SiteRecord | undefined {
-    const s = this.db.data.sites.find((x) => x.name === name);
-    return s && structuredClone(s);
-  }
-  addSite(site: SiteRecord): Promise<void> {
-    return this.mutate((d) => {
-      if (d.sites.some((x) => x.name === site.name)) {
-        throw new CohortError('COHORT_ERR_AUTH_KEY_MISMATCH', `site ${site.name} is already registered`);
-      }
-      d.sites.push(structuredClone(site));
-    });
-  }
-  revokeSite(id: string): Promise<SiteRecord> {
-    return this.mutate((d) => {
-      const s = d.sites.find((x) => x.id === id || x.name === id);
-      if (!s) throw new CohortError('COHORT_ERR_AUTH_UNKNOWN_SITE', `no site ${id}`);
-      s.revokedAt ??= new Date().toISOString();
-      return structuredClone(s);
-    });
-  }
+  listSites(): SiteRecord[];
+  getSiteByName(name: string): SiteRecord | undefined;
+  addSite(site: SiteRecord): Promise<void>;
+  revokeSite(id: string): Promise<SiteRecord>;
+  touchSite(id: string): Promise<void>;
 
-  // tokens
-  listTokens(): TokenRecord[] {
-    return this.db.data.tokens.map((t) => ({ ...t }));
-  }
-  addToken(t: TokenRecord): Promise<void> {
-    return this.mutate((d) => {
-      d.tokens.push({ ...t });
-    });
-  }
+  listTokens(): TokenRecord[];
+  addToken(t: TokenRecord): Promise<void>;
+  /** Spends a one-time enrollment token and registers the site in the same write (one token, one site). */
+  enrollSite(tokenHash: string, site: SiteRecord): Promise<void>;
+  revokeToken(id: string): Promise<void>;
+
+  appendAudit(entry: Omit<AuditRecord, 'seq' | 'at'>): Promise<AuditRecord>;
+  listAudit(filter?: { studyId?: string }): AuditRecord[];
+
   /**
-   * Spends a one-time enrollment token and registers the site in the same write, so a token enrolls one site only
-   * even when two requests race.
+   * Brings this process's view up to date with writes made by other replicas (a no-op for lowdb). Called before
+   * serving a request or a handshake, so a client that wrote through one replica reads its write through another.
    */
-  enrollSite(tokenHash: string, site: SiteRecord): Promise<void> {
-    return this.mutate((d) => {
-      const t = d.tokens.find((x) => x.kind === 'enrollment' && x.hash === tokenHash);
-      if (!t || t.usedAt || t.revokedAt || (t.expiresAt && Date.parse(t.expiresAt) <= Date.now())) {
-        throw new CohortError('COHORT_ERR_AUTH_ENROLLMENT_TOKEN');
-      }
-      if (t.name && t.name !== site.name) throw new CohortError('COHORT_ERR_AUTH_ENROLLMENT_TOKEN', `this token was issued for site "${t.name}"`);
-      if (d.sites.some((x) => x.name === site.name)) throw new CohortError('COHORT_ERR_AUTH_KEY_MISMATCH', `site ${site.name} is already registered`);
-      t.usedAt = new Date().toISOString();
-      d.sites.push({ ...structuredClone(site), enrolledWith: t.id });
-    });
-  }
-  revokeToken(id: string): Promise<void> {
-    return this.mutate((d) => {
-      const t = d.tokens.find((x) => x.id === id);
-      if (t) t.revokedAt ??= new Date().toISOString();
-    });
-  }
-
-  // audit
-  appendAudit(entry: Omit<AuditRecord, 'seq' | 'at'>): Promise<AuditRecord> {
-    return this.mutate((d) => {
-      const rec: AuditRecord = { seq: (d.audit.at(-1)?.seq ?? 0) + 1, at: new Date().toISOString(), ...structuredClone(entry) };
-      d.audit.push(rec);
-      return structuredClone(rec);
-    });
-  }
-  listAudit(filter: { studyId?: string } = {}): AuditRecord[] {
-    return structuredClone(this.db.data.audit.filter((a) => !filter.studyId || a.studyId === filter.studyId));
-  }
-
-  touchSite(id: string): Promise<void> {
-    return this.mutate((d) => {
-      const s = d.sites.find((x) => x.id === id);
-      if (s) s.lastSeenAt = new Date().toISOString();
-    });
-  }
-
+  sync(): Promise<void>;
+  /**
+   * Claims the right to run a study. lowdb: always granted. PostgreSQL: a session advisory lock, so one replica
+   * runs a study at a time and another takes over when that one dies. Resolves undefined when another holds it.
+   */
+  leaseStudy(studyId: string): Promise<StudyLease | undefined>;
   /** Waits for queued writes (for shutdown). */
-  flush(): Promise<void> {
-    return this.queue.then(() => undefined);
-  }
+  flush(): Promise<void>;
+  /** Flushes and releases connections. */
+  close(): Promise<void>;
 }
+
+/** The embedded default: `Store.open(file | null, coordinatorId)` opens a lowdb store (null: in memory). */
+export const Store = {
+  open(file: string | null, coordinatorId: string): Promise<Store> {
+    return LowdbStore.open(file, coordinatorId);
+  },
+};

@@ -17,6 +17,7 @@ import { b64, coordinatorProofMessage, fromB64 } from '../../protocol/signing.ts
 import type { CoordinatorIdentity } from '../identity.ts';
 import type { Store } from '../store/store.ts';
 import type { OnlineSite, Transport } from './transport.ts';
+import type { AuthRateLimiter } from '../auth.ts';
 
 const CHALLENGE_TTL_MS = 30_000;
 const AUTH_DEADLINE_MS = 15_000;
@@ -36,20 +37,105 @@ export interface SocketTransportOptions {
    */
   enrollment: 'open' | 'token';
   identity: CoordinatorIdentity;
+  /** Failed handshakes count here per address; past the limit, connections are refused until the window passes. */
+  limiter?: AuthRateLimiter;
+  /**
+   * Several coordinator replicas share sites through socket.io's Redis adapter: a site may be connected to any
+   * replica, and a task for it is routed through the adapter (see docs/deployment.md).
+   */
+  cluster?: boolean;
+}
+
+/** Every authenticated site socket joins its own room, so a task reaches it on whichever replica it is. */
+const siteRoom = (siteId: string) => `site:${siteId}`;
+/** Replicas tell each other that their sites changed; each then refreshes its view of remote sites. */
+const SITES_CHANGED = 'cohort:sites-changed';
+const REMOTE_REFRESH_MS = 3_000;
+
+interface SiteSocketData {
+  siteId?: string;
+  siteName?: string;
+  connectedAt?: string;
 }
 
 export class SocketTransport implements Transport {
   private readonly sockets = new Map<string, { socket: SiteSocket; site: OnlineSite }>();
   private readonly listeners = new Set<() => void>();
   private readonly ns: Namespace<ClientToServerEvents, ServerToClientEvents>;
+  /** Sites connected to other replicas (cluster mode), by site id. */
+  private remote = new Map<string, OnlineSite>();
+  /** Tasks in flight to sites on other replicas, failed at once if the site leaves. */
+  private readonly remotePending = new Map<string, Set<(r: Reply<unknown>) => void>>();
+  private refreshing: Promise<void> | undefined;
+  private refreshAgain = false;
+  private timer: NodeJS.Timeout | undefined;
 
   constructor(io: Server, private readonly store: Store, private readonly log: Logger, private readonly opts: SocketTransportOptions) {
     this.ns = io.of(SITE_NAMESPACE) as unknown as Namespace<ClientToServerEvents, ServerToClientEvents>;
+    const limiter = opts.limiter;
+    if (limiter) {
+      // Refuse at connection time an address that keeps failing handshakes: no challenge is even issued.
+      this.ns.use((socket, next) => (limiter.blocked(socket.handshake.address) ? next(new Error('COHORT_ERR_AUTH_RATE_LIMITED')) : next()));
+    }
     this.ns.on('connection', (socket) => this.onConnection(socket));
+    if (opts.cluster) {
+      (this.ns as unknown as { on(e: string, fn: () => void): void }).on(SITES_CHANGED, () => void this.refreshRemote());
+      this.timer = setInterval(() => void this.refreshRemote(), REMOTE_REFRESH_MS);
+      this.timer.unref();
+      void this.refreshRemote();
+    }
   }
 
   onlineSites(): OnlineSite[] {
-    return [...this.sockets.values()].map((s) => ({ ...s.site }));
+    const local = [...this.sockets.values()].map((s) => ({ ...s.site }));
+    if (!this.opts.cluster) return local;
+    const ids = new Set(local.map((s) => s.id));
+    return [...local, ...[...this.remote.values()].filter((s) => !ids.has(s.id)).map((s) => ({ ...s }))];
+  }
+
+  /** Stops the cluster refresh timer (shutdown). */
+  close(): void {
+    clearInterval(this.timer);
+  }
+
+  private announce(): void {
+    if (this.opts.cluster) (this.ns as unknown as { serverSideEmit(e: string): void }).serverSideEmit(SITES_CHANGED);
+  }
+
+  /** Asks every replica which sites it holds (socket.io's fetchSockets through the adapter). */
+  private refreshRemote(): Promise<void> {
+    if (this.refreshing) {
+      this.refreshAgain = true;
+      return this.refreshing;
+    }
+    this.refreshing = (async () => {
+      do {
+        this.refreshAgain = false;
+        try {
+          const all = await this.ns.fetchSockets();
+          const localIds = new Set([...this.sockets.values()].map((e) => e.socket.id));
+          const next = new Map<string, OnlineSite>();
+          for (const r of all) {
+            const d = r.data as SiteSocketData;
+            if (localIds.has(r.id) || !d.siteId || !d.siteName) continue;
+            next.set(d.siteId, { id: d.siteId, name: d.siteName, connectedAt: d.connectedAt ?? '' });
+          }
+          const before = [...this.remote.keys()].sort().join(',');
+          this.remote = next;
+          for (const [siteId, waiters] of this.remotePending) {
+            if (!next.has(siteId) && !this.sockets.has(siteId)) {
+              for (const w of waiters) w({ ok: false, error: { code: 'COHORT_ERR_PROTOCOL_DISCONNECTED', message: 'site disconnected during the task' } });
+            }
+          }
+          if ([...next.keys()].sort().join(',') !== before) this.changed();
+        } catch (err) {
+          this.log.warn({ reason: (err as Error).message }, 'cannot list sites on other replicas');
+        }
+      } while (this.refreshAgain);
+    })().finally(() => {
+      this.refreshing = undefined;
+    });
+    return this.refreshing;
   }
 
   onChange(listener: () => void): () => void {
@@ -63,6 +149,7 @@ export class SocketTransport implements Transport {
 
   async send(siteId: string, task: Task, timeoutMs: number): Promise<Reply<unknown>> {
     const entry = this.sockets.get(siteId);
+    if (!entry && this.opts.cluster && this.remote.has(siteId)) return this.sendRemote(siteId, task, timeoutMs);
     if (!entry) return { ok: false, error: { code: 'COHORT_ERR_PROTOCOL_DISCONNECTED', message: 'site is not connected' } };
     const { socket } = entry;
     return new Promise<Reply<unknown>>((resolve) => {
@@ -82,10 +169,44 @@ export class SocketTransport implements Transport {
     });
   }
 
+  /** A task to a site held by another replica: broadcast to the site's room through the adapter, one ack back. */
+  private sendRemote(siteId: string, task: Task, timeoutMs: number): Promise<Reply<unknown>> {
+    return new Promise<Reply<unknown>>((resolve) => {
+      let done = false;
+      const waiters = this.remotePending.get(siteId) ?? new Set();
+      this.remotePending.set(siteId, waiters);
+      const finish = (r: Reply<unknown>) => {
+        if (done) return;
+        done = true;
+        waiters.delete(finish);
+        if (waiters.size === 0) this.remotePending.delete(siteId);
+        resolve(r);
+      };
+      waiters.add(finish);
+      const room = this.ns.to(siteRoom(siteId)).timeout(timeoutMs) as unknown as {
+        emit(ev: 'task', task: Task, cb: (err: Error | null, replies: Reply<unknown>[]) => void): void;
+      };
+      room.emit('task', task, (err, replies) => {
+        if (replies?.[0]) finish(replies[0]);
+        else if (err) finish({ ok: false, error: { code: 'COHORT_ERR_PROTOCOL_TIMEOUT', message: `no reply within ${timeoutMs} ms` } });
+        else {
+          // No replica holds the site any more (its replica died, say): forget it now rather than at the next
+          // refresh, so the runner waits for it to come back instead of sending into the void again.
+          if (this.remote.delete(siteId)) this.changed();
+          void this.refreshRemote();
+          finish({ ok: false, error: { code: 'COHORT_ERR_PROTOCOL_DISCONNECTED', message: 'site is not connected' } });
+        }
+      });
+    });
+  }
+
   /** Cuts a site off at once (revocation): its socket is closed and it cannot authenticate again. */
   disconnectSite(siteId: string): boolean {
     const entry = this.sockets.get(siteId);
-    if (!entry) return false;
+    const remote = this.opts.cluster && this.remote.has(siteId);
+    // On every replica: the site's room spans the cluster through the adapter.
+    if (this.opts.cluster) this.ns.in(siteRoom(siteId)).disconnectSockets(true);
+    if (!entry) return Boolean(remote);
     entry.socket.disconnect(true);
     return true;
   }
@@ -104,19 +225,29 @@ export class SocketTransport implements Transport {
 
     const refuse = (ack: unknown, err: unknown, disconnect: boolean) => {
       const wire: WireError = toWireError(err);
+      // Every refused handshake counts towards the address's limit, as failed REST authentications do.
+      this.opts.limiter?.fail(remote);
       this.log.warn({ code: wire.code, remote, reason: wire.message }, 'site handshake refused');
       if (typeof ack === 'function') ack({ ok: false, error: wire });
       if (disconnect) setTimeout(() => socket.disconnect(true), 50);
     };
 
-    socket.onAny((event: string) => {
+    socket.onAny((event: unknown, ...args: unknown[]) => {
       if (event !== 'hello' && event !== 'auth') {
-        this.log.warn({ code: 'COHORT_ERR_PROTOCOL_UNKNOWN_EVENT', remote, event: event.slice(0, 64) }, 'unknown event from site');
+        const name = typeof event === 'string' ? event.slice(0, 64) : typeof event;
+        this.log.warn({ code: 'COHORT_ERR_PROTOCOL_UNKNOWN_EVENT', remote, event: name }, 'unknown event from site');
+        // A sender that asked for an answer gets a coded one, as for every other refusal.
+        const ack = args.at(-1);
+        if (typeof ack === 'function') ack({ ok: false, error: { code: 'COHORT_ERR_PROTOCOL_UNKNOWN_EVENT', message: `unknown event ${name}` } });
       }
     });
 
     socket.on('hello', (msg, ack) => {
       try {
+        if (this.opts.limiter?.blocked(remote)) {
+          setTimeout(() => socket.disconnect(true), 50);
+          throw new CohortError('COHORT_ERR_AUTH_RATE_LIMITED', 'too many failed handshakes from this address; try again in a minute');
+        }
         if (siteId) throw new CohortError('COHORT_ERR_PROTOCOL_REPLAY', 'already authenticated');
         const hello = parseMessage(HelloSchema, msg, 'hello');
         if (!isCompatibleProtocol(hello.protocolVersion)) {
@@ -149,6 +280,8 @@ export class SocketTransport implements Transport {
         if (!p || p.nonce !== auth.nonce || Date.now() - p.issuedAt > CHALLENGE_TTL_MS) {
           throw new CohortError('COHORT_ERR_AUTH_CHALLENGE_EXPIRED');
         }
+        // Another replica may have enrolled or revoked this site a moment ago.
+        await this.store.sync();
         const pub = fromB64(p.hello.publicKey);
         const ok = nacl.sign.detached.verify(challengeMessage(p.nonce, p.hello.siteName, this.store.coordinatorId), fromB64(auth.signature), pub);
         if (!ok) throw new CohortError('COHORT_ERR_AUTH_BAD_SIGNATURE', undefined, { site: p.hello.siteName });
@@ -170,11 +303,20 @@ export class SocketTransport implements Transport {
         clearTimeout(deadline);
         const previous = this.sockets.get(siteId);
         if (previous && previous.socket.id !== socket.id) previous.socket.disconnect(true);
-        this.sockets.set(siteId, { socket, site: { id: siteId, name: record.name, connectedAt: new Date().toISOString() } });
+        const site = { id: siteId, name: record.name, connectedAt: new Date().toISOString() };
+        if (this.opts.cluster) {
+          // One connection per site across the cluster: the newest wins, as it does on one replica.
+          const elsewhere = await this.ns.in(siteRoom(siteId)).fetchSockets().catch(() => []);
+          for (const o of elsewhere) if (o.id !== socket.id) o.disconnect(true);
+        }
+        socket.data = { siteId, siteName: record.name, connectedAt: site.connectedAt } satisfies SiteSocketData;
+        void socket.join(siteRoom(siteId));
+        this.sockets.set(siteId, { socket, site });
         this.log.info({ site: record.name, siteId, remote }, 'site online');
         const reply: AuthAck = { siteId, siteName: record.name };
         if (typeof ack === 'function') ack({ ok: true, data: reply });
         this.changed();
+        this.announce();
       } catch (err) {
         refuse(ack, err, true);
       }
@@ -186,6 +328,7 @@ export class SocketTransport implements Transport {
         this.sockets.delete(siteId);
         this.log.info({ siteId, reason }, 'site offline');
         this.changed();
+        this.announce();
       }
     });
   }

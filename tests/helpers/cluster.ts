@@ -3,6 +3,7 @@
  * enrollment, signing and approval flow.
  */
 import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import nacl from 'tweetnacl';
@@ -78,13 +79,13 @@ export async function invite(url: string, name: string): Promise<string> {
  * Creates and enrolls a site (identity key, one-time token, pinned coordinator key, site.json) holding `csv`, and
  * returns an agent for it (not started). Its policy auto-approves the test researcher unless overridden.
  */
-export async function makeSite(url: string, name: string, csv: string, opts: { policy?: Partial<Policy>; dir?: string; enroll?: boolean } = {}): Promise<TestSite> {
+export async function makeSite(url: string, name: string, csv: string, opts: { policy?: Partial<Policy>; dir?: string; enroll?: boolean; caFile?: string } = {}): Promise<TestSite> {
   const dir = opts.dir ?? tempDir('cohort-site-');
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'data.csv'), csv);
   const token = opts.enroll === false ? undefined : await invite(url, name);
   await siteInit({
-    dir, coordinator: url, name, dataset: 'wdbc', csv: join(dir, 'data.csv'), label: 'malignant', ...(token ? { token } : {}),
+    dir, coordinator: url, name, dataset: 'wdbc', csv: join(dir, 'data.csv'), label: 'malignant', ...(token ? { token } : {}), ...(opts.caFile ? { caFile: opts.caFile } : {}),
     policy: { autoApprove: [{ name: RESEARCHER.name, publicKey: RESEARCHER.publicKey }], ...opts.policy },
   });
   return agentFor(dir);
@@ -120,12 +121,34 @@ export function wdbcManifest(over: Partial<StudyManifestInput> = {}): StudyManif
   };
 }
 
-/** JSON over HTTP; authenticates as the coordinator's admin unless `token` is given (null: no token). */
+/** CA (PEM) per HTTPS origin, for coordinators the tests start with a throwaway certificate. */
+const trustedCas = new Map<string, string>();
+export const rememberCa = (url: string, pem: string): void => void trustedCas.set(new URL(url).origin, pem);
+
+function httpsJson(target: URL, init: { method: string; headers: Record<string, string>; body?: string }, ca: string): Promise<{ status: number; text: string; headers: Record<string, string | string[] | undefined> }> {
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest(target, { method: init.method, headers: init.headers, ca }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8'), headers: res.headers }));
+    });
+    req.on('error', reject);
+    req.end(init.body);
+  });
+}
+
+/** JSON over HTTP(S); authenticates as the coordinator's admin unless `token` is given (null: no token). */
 export async function json<T>(url: string, path: string, init: { method?: string; body?: unknown; token?: string | null } = {}): Promise<{ status: number; body: T }> {
   const token = init.token === undefined ? adminTokens.get(new URL(url).origin) : init.token;
   const headers: Record<string, string> = {};
   if (init.body !== undefined) headers['content-type'] = 'application/json';
   if (token) headers.authorization = `Bearer ${token}`;
+  const ca = trustedCas.get(new URL(url).origin);
+  if (ca) {
+    const body = init.body === undefined ? undefined : typeof init.body === 'string' ? init.body : JSON.stringify(init.body);
+    const r = await httpsJson(new URL(path, url), { method: init.method ?? 'GET', headers, ...(body === undefined ? {} : { body }) }, ca);
+    return { status: r.status, body: JSON.parse(r.text) as T };
+  }
   const res = await fetch(new URL(path, url), {
     method: init.method ?? 'GET', headers,
     ...(init.body === undefined ? {} : { body: typeof init.body === 'string' ? init.body : JSON.stringify(init.body) }),

@@ -1,135 +1,263 @@
 /**
- * Fuzzing from real clients: thousands of random and mutated socket messages and REST bodies. The coordinator must
- * neither crash nor change state, and must answer every acknowledged event with a coded error.
+ * Fuzzing from real clients: thousands of random and mutated socket.io events, raw (truncated, lying, oversized)
+ * WebSocket frames and REST requests over every route fastify serves; replayed, reordered and forged handshakes;
+ * unknown and revoked sites; expired and revoked tokens. The coordinator must answer with registered codes, never
+ * crash, never answer 5xx, and leave its durable state (store file and checkpoint files) exactly as it was, save
+ * what an accepted request was entitled to create.
+ *
+ * A second part fuzzes the replies to real tasks: an enrolled site answers a real study's tasks with random and
+ * mutated replies; every bad one is refused with a code and the study completes on the honest sites.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { io, type Socket } from 'socket.io-client';
 import nacl from 'tweetnacl';
-import { json, startCoordinator, wdbcManifest } from '../helpers/cluster.ts';
-import { seededRandom } from '../../site-agent/data/split.ts';
-import { SITE_NAMESPACE } from '../../protocol/events.ts';
+import { agentFor, json, makeSite, runStudy, startCoordinator, startSites, tempDir, wdbcManifest, waitFor, type TestSite } from '../helpers/cluster.ts';
+import { connectRogue, type RogueSite } from '../helpers/rogue-site.ts';
+import { diskState, discoverRoutes, fuzzer, fuzzRawFrames, fuzzRest, fuzzSocket } from '../helpers/fuzz.ts';
+import { EVENTS_NAMESPACE, SITE_NAMESPACE } from '../../protocol/events.ts';
 import { PROTOCOL_VERSION } from '../../protocol/version.ts';
-import { encodeTensors } from '../../protocol/codec.ts';
+import { challengeMessage, StudyManifestSchema, type Reply } from '../../protocol/messages.ts';
+import { enrollmentMessage } from '../../protocol/signing.ts';
 import { isErrorCode } from '../../protocol/errors.ts';
-import { StudyManifestSchema } from '../../protocol/messages.ts';
+import { encodeTensors } from '../../protocol/codec.ts';
+import { splitCsvForSites, WDBC } from '../../cli/demo.ts';
 import type { Coordinator } from '../../coordinator/app.ts';
+import type { StoreData } from '../../coordinator/store/store.ts';
 
-const rand = seededRandom(20261124);
-const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
+const b64 = (u: Uint8Array) => Buffer.from(u).toString('base64');
+const SOCKET_MESSAGES = Number(process.env.COHORT_FUZZ_SOCKET ?? 2000);
+const REST_REQUESTS = Number(process.env.COHORT_FUZZ_REST ?? 1000);
+const RAW_CONNECTIONS = Number(process.env.COHORT_FUZZ_RAW ?? 120);
 
-function randomValue(depth = 0): unknown {
-  const r = rand();
-  if (depth > 3 || r < 0.15) return pick([null, undefined, true, false, 0, -1, 1e308, NaN, Infinity, '', 'x'.repeat(Math.floor(rand() * 3000)), '\u0000', '__proto__', '../../etc/passwd', 'COHORT_ERR_X']);
-  if (r < 0.3) return rand() * 1e6 - 5e5;
-  if (r < 0.45) return Math.random().toString(36);
-  if (r < 0.55) return new Uint8Array(Math.floor(rand() * 512)).map(() => Math.floor(rand() * 256));
-  if (r < 0.7) return Array.from({ length: Math.floor(rand() * 6) }, () => randomValue(depth + 1));
-  const o: Record<string, unknown> = {};
-  for (let i = 0; i < Math.floor(rand() * 6); i++) o[pick(['protocolVersion', 'siteName', 'publicKey', 'nonce', 'signature', 'constructor', '__proto__', 'a', 'kind', 'ok', 'data'])] = randomValue(depth + 1);
-  return o;
+/** Enrolls a hand-driven site through the REST API (a real signed enrollment) and returns its keys. */
+async function enrollKeys(url: string, name: string): Promise<nacl.SignKeyPair> {
+  const keys = nacl.sign.keyPair();
+  const token = (await json<{ token: string }>(url, '/api/admin/site-invites', { method: 'POST', body: { name } })).body.token;
+  const publicKey = b64(keys.publicKey);
+  const r = await json(url, '/api/enroll', { method: 'POST', token: null, body: { token, name, publicKey, signature: b64(nacl.sign.detached(enrollmentMessage(token, name, publicKey), keys.secretKey)) } });
+  expect(r.status).toBe(201);
+  return keys;
 }
 
-/** A valid message with one field replaced, removed or retyped. */
-function mutate(valid: Record<string, unknown>): unknown {
-  const m: Record<string, unknown> = { ...valid };
-  const key = pick(Object.keys(m));
-  const r = rand();
-  if (r < 0.3) delete m[key];
-  else if (r < 0.8) m[key] = randomValue();
-  else m[pick(['extra', '__proto__', 'constructor'])] = randomValue();
-  return m;
-}
+const emit = async (s: Socket, event: string, payload: unknown): Promise<Reply<{ challenge?: { nonce: string; coordinatorId: string } }>> =>
+  (await s.timeout(3000).emitWithAck(event, payload)) as Reply<{ challenge?: { nonce: string; coordinatorId: string } }>;
+const connect = (url: string): Promise<Socket> => new Promise((resolve, reject) => {
+  const s = io(new URL(SITE_NAMESPACE, url).toString(), { transports: ['websocket'], reconnection: false, forceNew: true });
+  s.once('connect', () => resolve(s));
+  s.once('connect_error', reject);
+});
 
 describe('fuzzing the coordinator from real clients', () => {
-  let coordinator: Coordinator;
-  let url: string;
+  let c: { coordinator: Coordinator; url: string; adminToken: string };
+  let dataDir: string;
+  let sites: TestSite[] = [];
+  let before: ReturnType<typeof diskState>;
+  let legit: RogueSite;
+  let legitKeys: nacl.SignKeyPair;
+  let captured: { nonce: string; signature: string };
+  const tokens: Record<'viewer' | 'researcher' | 'expired' | 'revoked', string> = { viewer: '', researcher: '', expired: '', revoked: '' };
+  let expiredInvite: string;
+  let revokedKeys: nacl.SignKeyPair;
+  let studyId: string;
+
   beforeAll(async () => {
-    ({ coordinator, url } = await startCoordinator({ authFailuresPerMinute: 100_000 }));
+    dataDir = tempDir('cohort-fuzz-');
+    c = await startCoordinator({ dataDir, authFailuresPerMinute: 1_000_000, maxMessageBytes: 1024 * 1024 });
+    // Real history first: a completed study (checkpoints on disk) with two real agents.
+    sites = await startSites(c.url, 2);
+    const done = await runStudy(c.url, wdbcManifest({ training: { rounds: 1, localEpochs: 1, batchSize: 32, optimizer: 'adam', learningRate: 0.05 } }));
+    expect(done.study.status).toBe('completed');
+    studyId = done.study.id;
+    await Promise.all(sites.map((s) => s.agent.stop()));
+    // A site that authenticates for real (its challenge answer is kept to replay later), and a revoked site.
+    legitKeys = await enrollKeys(c.url, 'Fuzz Site');
+    legit = await connectRogue(c.url, 'Fuzz Site', () => ({ ok: false, error: { code: 'COHORT_ERR_SITE_TRAINING_FAILED', message: 'no' } }), legitKeys);
+    const hello = await emit(legit.socket, 'hello', { protocolVersion: PROTOCOL_VERSION, siteName: 'Fuzz Site', publicKey: b64(legitKeys.publicKey) });
+    if (!hello.ok) throw new Error('hello refused');
+    const { nonce, coordinatorId } = hello.data.challenge!;
+    captured = { nonce, signature: b64(nacl.sign.detached(challengeMessage(nonce, 'Fuzz Site', coordinatorId), legitKeys.secretKey)) };
+    expect((await emit(legit.socket, 'auth', captured)).ok).toBe(true);
+    revokedKeys = await enrollKeys(c.url, 'Revoked Site');
+    const sitesNow = await json<{ sites: { id: string; name: string }[] }>(c.url, '/api/sites');
+    await json(c.url, `/api/admin/sites/${sitesNow.body.sites.find((s) => s.name === 'Revoked Site')!.id}/revoke`, { method: 'POST' });
+    // Tokens of every kind: roles, one that expires in under a second, one revoked, an invite that expires.
+    tokens.viewer = (await json<{ token: string }>(c.url, '/api/admin/tokens', { method: 'POST', body: { name: 'v', role: 'viewer' } })).body.token;
+    tokens.researcher = (await json<{ token: string }>(c.url, '/api/admin/tokens', { method: 'POST', body: { name: 'r', role: 'researcher' } })).body.token;
+    tokens.expired = (await json<{ token: string }>(c.url, '/api/admin/tokens', { method: 'POST', body: { name: 'e', role: 'admin', expiresInDays: 0.00001 } })).body.token;
+    const rev = (await json<{ token: string; tokenId: string }>(c.url, '/api/admin/tokens', { method: 'POST', body: { name: 'x', role: 'admin' } })).body;
+    tokens.revoked = rev.token;
+    await json(c.url, `/api/admin/tokens/${rev.tokenId}/revoke`, { method: 'POST' });
+    expiredInvite = (await json<{ token: string }>(c.url, '/api/admin/site-invites', { method: 'POST', body: { name: 'Late', expiresInHours: 0.0002 } })).body.token;
+    await new Promise((r) => setTimeout(r, 1000));
+    await c.coordinator.store.flush();
+    before = diskState(dataDir);
+  }, 120_000);
+  afterAll(async () => {
+    legit?.close();
+    await Promise.all(sites.map((s) => s.agent.stop()));
+    await c?.coordinator.close();
   });
-  afterAll(async () => coordinator.close());
 
-  const snapshot = () => JSON.stringify({ sites: coordinator.store.listSites(), studies: coordinator.store.listStudies(), tokens: coordinator.store.listTokens().length });
+  it('should refuse replayed, reordered and forged handshakes, unknown and revoked sites with their codes', async () => {
+    // Reordered: an answer before any challenge.
+    let s = await connect(c.url);
+    expect(await emit(s, 'auth', captured)).toMatchObject({ ok: false, error: { code: 'COHORT_ERR_AUTH_CHALLENGE_EXPIRED' } });
+    s.close();
+    // Replayed: a fresh challenge, answered with the recorded answer to an old one.
+    s = await connect(c.url);
+    expect((await emit(s, 'hello', { protocolVersion: PROTOCOL_VERSION, siteName: 'Fuzz Site', publicKey: b64(legitKeys.publicKey) })).ok).toBe(true);
+    expect(await emit(s, 'auth', captured)).toMatchObject({ ok: false, error: { code: 'COHORT_ERR_AUTH_CHALLENGE_EXPIRED' } });
+    s.close();
+    // Replayed hello on an authenticated connection.
+    expect(await emit(legit.socket, 'hello', { protocolVersion: PROTOCOL_VERSION, siteName: 'Fuzz Site', publicKey: b64(legitKeys.publicKey) })).toMatchObject({ ok: false, error: { code: 'COHORT_ERR_PROTOCOL_REPLAY' } });
+    // An unknown event with an ack gets a coded answer.
+    expect(await emit(legit.socket, 'result', { weights: new Uint8Array(4) })).toMatchObject({ ok: false, error: { code: 'COHORT_ERR_PROTOCOL_UNKNOWN_EVENT' } });
+    // Forged: the right protocol, an unregistered site; a registered name with another key; a revoked site.
+    for (const [name, keys, code] of [
+      ['Nobody', nacl.sign.keyPair(), 'COHORT_ERR_AUTH_UNKNOWN_SITE'], ['Fuzz Site', nacl.sign.keyPair(), 'COHORT_ERR_AUTH_KEY_MISMATCH'], ['Revoked Site', revokedKeys, 'COHORT_ERR_AUTH_SITE_REVOKED'],
+    ] as const) {
+      const r = await connectRogue(c.url, name, () => undefined, keys);
+      expect(await r.authenticate(), name).toMatchObject({ ok: false, error: { code } });
+      r.close();
+    }
+    // A signature by the right key over another coordinator's challenge.
+    s = await connect(c.url);
+    const h = await emit(s, 'hello', { protocolVersion: PROTOCOL_VERSION, siteName: 'Fuzz Site', publicKey: b64(legitKeys.publicKey) });
+    const forged = b64(nacl.sign.detached(challengeMessage(h.ok ? h.data.challenge!.nonce : '', 'Fuzz Site', 'coord-other'), legitKeys.secretKey));
+    expect(await emit(s, 'auth', { nonce: h.ok ? h.data.challenge!.nonce : '', signature: forged })).toMatchObject({ ok: false, error: { code: 'COHORT_ERR_AUTH_BAD_SIGNATURE' } });
+    s.close();
+  });
 
-  it('should survive thousands of random and mutated socket messages with coded answers and no state change', async () => {
-    const before = snapshot();
-    const sockets: Socket[] = [];
-    for (let c = 0; c < 4; c++) {
-      const s = io(new URL(SITE_NAMESPACE, url).toString(), { transports: ['websocket'], reconnection: false });
-      await new Promise<void>((r) => s.once('connect', () => r()));
-      sockets.push(s);
+  it('should refuse expired and revoked tokens and an expired invite with their codes', async () => {
+    for (const t of [tokens.expired, tokens.revoked]) {
+      const r = await json<{ error: { code: string } }>(c.url, '/api/studies', { token: t });
+      expect(r.status).toBe(401);
+      expect(r.body.error.code).toBe('COHORT_ERR_AUTH_TOKEN_INVALID');
+      const ev = io(new URL(EVENTS_NAMESPACE, c.url).toString(), { transports: ['websocket'], reconnection: false, auth: { token: t } });
+      expect((await new Promise<Error>((resolve) => ev.once('connect_error', resolve))).message).toBe('COHORT_ERR_AUTH_TOKEN_INVALID');
+      ev.close();
     }
-    const kp = nacl.sign.keyPair();
-    const validHello = { protocolVersion: PROTOCOL_VERSION, siteName: 'Fuzz', publicKey: Buffer.from(kp.publicKey).toString('base64'), clientNonce: Buffer.from(nacl.randomBytes(32)).toString('base64') };
-    const validAuth = { nonce: Buffer.from(nacl.randomBytes(32)).toString('base64'), signature: Buffer.from(nacl.randomBytes(64)).toString('base64') };
-    let answered = 0;
-    const codes = new Set<string>();
-    const N = 2500;
-    for (let i = 0; i < N; i++) {
-      const s = sockets[i % sockets.length]!;
-      if (!s.connected) {
-        const fresh = io(new URL(SITE_NAMESPACE, url).toString(), { transports: ['websocket'], reconnection: false });
-        await new Promise<void>((r) => fresh.once('connect', () => r()));
-        sockets[i % sockets.length] = fresh;
-        continue;
-      }
-      const kind = rand();
-      if (kind < 0.1) {
-        s.emit(pick(['task', 'result', 'admin', 'constructor', 'x'.repeat(100)]), randomValue(), encodeTensors([{ shape: [2], data: new Float32Array([NaN, 1]) }]));
-        continue;
-      }
-      const event = kind < 0.55 ? 'hello' : 'auth';
-      const payload = rand() < 0.5 ? randomValue() : mutate(event === 'hello' ? validHello : validAuth);
-      try {
-        const reply = (await s.timeout(2000).emitWithAck(event, payload)) as { ok: boolean; error?: { code: string } };
-        answered++;
-        if (!reply.ok) {
-          expect(isErrorCode(reply.error?.code)).toBe(true);
-          codes.add(reply.error!.code);
-        }
-      } catch {
-        // The coordinator hangs up on failed authentications; the loop reconnects.
-      }
+    const keys = nacl.sign.keyPair();
+    const publicKey = b64(keys.publicKey);
+    const r = await json<{ error: { code: string } }>(c.url, '/api/enroll', { method: 'POST', token: null, body: { token: expiredInvite, name: 'Late', publicKey, signature: b64(nacl.sign.detached(enrollmentMessage(expiredInvite, 'Late', publicKey), keys.secretKey)) } });
+    expect(r.status).toBe(401);
+    expect(r.body.error.code).toBe('COHORT_ERR_AUTH_ENROLLMENT_TOKEN');
+    const unknown = await json<{ error: { code: string } }>(c.url, '/api/admin/tokens/tok-nope/revoke', { method: 'POST' });
+    expect(unknown.status).toBe(404);
+    expect(unknown.body.error.code).toBe('COHORT_ERR_AUTH_TOKEN_UNKNOWN');
+  });
+
+  it(`should answer ${SOCKET_MESSAGES} random and mutated socket events with registered codes only`, async () => {
+    const stats = await fuzzSocket(c.url, SOCKET_MESSAGES, fuzzer(20261124), { clients: 4, extra: [legit.socket] });
+    expect(stats.answered).toBeGreaterThan(SOCKET_MESSAGES / 3);
+    expect(stats.uncoded).toBe(0);
+    for (const code of ['COHORT_ERR_PROTOCOL_MALFORMED', 'COHORT_ERR_AUTH_CHALLENGE_EXPIRED', 'COHORT_ERR_PROTOCOL_UNKNOWN_EVENT', 'COHORT_ERR_PROTOCOL_REPLAY']) {
+      expect(stats.codes.get(code) ?? 0, code).toBeGreaterThan(0);
     }
-    for (const s of sockets) s.close();
-    expect(answered).toBeGreaterThan(N / 3);
-    expect(codes.has('COHORT_ERR_PROTOCOL_MALFORMED')).toBe(true);
-    const health = await json<{ ok: boolean }>(url, '/healthz');
-    expect(health.body.ok).toBe(true);
-    expect(snapshot()).toBe(before);
   }, 120_000);
 
-  it('should answer random and mutated REST bodies with 4xx codes, never 5xx, and store nothing', async () => {
-    const before = snapshot();
-    const valid = wdbcManifest() as unknown as Record<string, unknown>;
-    const statuses = new Map<number, number>();
-    for (let i = 0; i < 600; i++) {
-      const body = rand() < 0.5 ? randomValue() : mutate(valid);
-      const path = pick(['/api/studies', '/api/enroll', '/api/admin/site-invites', '/api/admin/tokens', '/api/studies/x/start']);
-      let text: string;
-      try {
-        text = JSON.stringify(body) ?? 'null';
-      } catch {
-        text = '{';
-      }
-      if (rand() < 0.1) text = text.slice(0, Math.floor(rand() * text.length));
-      const res = await fetch(new URL(path, url), { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${(await import('../helpers/cluster.ts')).adminTokenFor(url)}` }, body: text });
-      statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
-      expect(res.status, `${path} ${text.slice(0, 200)}`).toBeLessThan(500);
-      if (res.status >= 400) {
-        const j = (await res.json()) as { error?: { code?: string } };
-        expect(isErrorCode(j.error?.code)).toBe(true);
-      } else {
-        await res.arrayBuffer();
-      }
+  it('should drop truncated, lying and oversized raw frames without crashing', async () => {
+    const r = await fuzzRawFrames(c.url, RAW_CONNECTIONS, fuzzer(7), { oversizeBytes: 2 * 1024 * 1024 });
+    expect(r.sent).toBeGreaterThan(RAW_CONNECTIONS);
+    // socket.io closes a connection on a frame it cannot parse, and on one over maxMessageBytes.
+    expect(r.closedByServer).toBeGreaterThan(RAW_CONNECTIONS / 4);
+    expect((await json<{ ok: boolean }>(c.url, '/healthz')).body.ok).toBe(true);
+  }, 120_000);
+
+  it(`should answer ${REST_REQUESTS} fuzzed requests over every route without a 5xx, with codes, changing nothing when unauthorized`, async () => {
+    const routes = discoverRoutes(c.coordinator.app);
+    expect(routes.length).toBeGreaterThan(15);
+    const valid = [
+      wdbcManifest() as unknown as Record<string, unknown>, { name: 'x', role: 'viewer' }, { name: 'Site X', expiresInHours: 1 },
+      { token: expiredInvite, name: 'Late', publicKey: b64(nacl.sign.keyPair().publicKey), signature: b64(new Uint8Array(64)) },
+    ];
+    const ids = [studyId, 'study-nope', 'tok-nope', 'site-nope'];
+    // Unauthorized traffic (no token, junk, expired, revoked, viewer): nothing may change at all.
+    const weak = await fuzzRest(c.url, routes, Math.floor(REST_REQUESTS / 2), fuzzer(99), { tokens: [tokens.expired, tokens.revoked, tokens.viewer, 'cht_junk'], valid, ids });
+    expect(weak.serverErrors).toEqual([]);
+    expect(weak.uncoded).toEqual([]);
+    expect(weak.created).toEqual([]);
+    await c.coordinator.store.flush();
+    expect(diskState(dataDir)).toEqual(before);
+    // Admin traffic: accepted requests may create studies, tokens and invites, and nothing else.
+    const strong = await fuzzRest(c.url, routes.filter((r) => !/\/(start|stop|revoke)$/.test(r.path)), Math.ceil(REST_REQUESTS / 2), fuzzer(100), { tokens: [c.adminToken], valid, ids: ['study-nope', 'x'] });
+    expect(strong.serverErrors).toEqual([]);
+    expect(strong.uncoded).toEqual([]);
+    expect(strong.byStatus.get(413) ?? 0).toBeGreaterThan(0);
+    await c.coordinator.store.flush();
+    const after = diskState(dataDir);
+    expect(after.checkpoints).toEqual(before.checkpoints);
+    const b = before.store as unknown as StoreData;
+    const a = after.store as unknown as StoreData;
+    const createdIds = new Set(strong.created.flatMap((x) => {
+      const o = x as { study?: { id?: string }; tokenId?: string };
+      return [o.study?.id, o.tokenId].filter((v): v is string => typeof v === 'string');
+    }));
+    expect(a.sites).toEqual(b.sites);
+    expect(a.rounds).toEqual(b.rounds);
+    expect(a.studies.slice(0, b.studies.length)).toEqual(b.studies);
+    expect(a.tokens.slice(0, b.tokens.length)).toEqual(b.tokens);
+    expect(a.audit.slice(0, b.audit.length)).toEqual(b.audit);
+    for (const s of a.studies.slice(b.studies.length)) {
+      expect(createdIds.has(s.id)).toBe(true);
+      expect(s.status).toBe('created');
+      expect(StudyManifestSchema.safeParse(s.manifestRaw).success).toBe(true);
     }
-    // Some mutations are still valid (an extra key, a missing optional field), so a study may be created; but
-    // every stored study must be a valid manifest, no site may appear, and nothing may have started.
-    const b = JSON.parse(before) as { sites: unknown[] };
-    expect(coordinator.store.listSites()).toEqual(b.sites);
-    for (const st of coordinator.store.listStudies()) {
-      expect(StudyManifestSchema.safeParse(st.manifestRaw).success).toBe(true);
-      expect(st.status).toBe('created');
+    for (const t of a.tokens.slice(b.tokens.length)) expect(createdIds.has(t.id), t.id).toBe(true);
+    expect(a.audit.slice(b.audit.length).every((x) => ['study.created', 'token.created', 'site.invited'].includes(x.action))).toBe(true);
+    expect(a.audit.length - b.audit.length).toBe(createdIds.size);
+  }, 180_000);
+});
+
+describe('fuzzing the replies to real tasks', () => {
+  it('should refuse every malformed reply of an authenticated site with a code and complete the study on the honest sites', async () => {
+    const { coordinator, url } = await startCoordinator();
+    const parts = splitCsvForSites(WDBC, 3);
+    const honest = await startSites(url, 2);
+    // The fuzzing site is enrolled and holds data: a real agent computes each answer, then it is mangled.
+    const real = await makeSite(url, 'Mangler', parts[2]!);
+    const inner = agentFor(real.dir).agent;
+    const f = fuzzer(4242);
+    const mangled: string[] = [];
+    const rogue = await connectRogue(url, 'Mangler', () => undefined, (await import('../../site-agent/keys.ts')).loadIdentity(`${real.dir}/keys/identity.json`) as nacl.SignKeyPair);
+    rogue.socket.off('task');
+    rogue.socket.on('task', (task: { kind: string }, ack: (r: unknown) => void) => {
+      void inner.handle(task).then((r) => {
+        if (task.kind === 'describe' || !r.ok) return ack(r);
+        const d = r.data as Record<string, unknown>;
+        const choice = f.int(8);
+        mangled.push(`${task.kind}:${choice}`);
+        const w = d.weights as Uint8Array | undefined;
+        ack([
+          () => ({ ok: true, data: f.mutate(d) }),
+          () => f.randomValue(),
+          () => ({ ok: true, data: { ...d, weights: w ? w.subarray(0, Math.floor(w.length / 2)) : f.randomValue() } }),
+          () => ({ ok: true, data: { ...d, weights: encodeTensors([{ shape: [3], data: new Float32Array([NaN, Infinity, 1]) }]) } }),
+          () => ({ ok: true, data: { ...d, numExamples: f.pick([-1, 0, 1.5, 'many', null]) } }),
+          () => ({ ok: false, error: { code: f.pick(['COHORT_ERR_NOPE', 'x', 42]), message: 'y'.repeat(5000) } }),
+          () => ({ ok: 'yes', data: d, __proto__: { ok: true } }),
+          () => ({ ok: true, data: { ...d, counts: { ...(d.counts as object), n: -5, histPos: [NaN] } } }),
+        ][choice]!());
+      });
+    });
+    expect((await rogue.authenticate()).ok).toBe(true);
+    try {
+      const res = await runStudy(url, wdbcManifest({ training: { rounds: 5, localEpochs: 1, batchSize: 32, optimizer: 'adam', learningRate: 0.05 }, participation: { minSites: 2, roundDeadlineMs: 20_000, waitForSitesMs: 20_000, maxRoundAttempts: 2 } }));
+      expect(res.study.status).toBe('completed');
+      expect(mangled.length).toBeGreaterThanOrEqual(5);
+      for (const r of res.rounds) {
+        expect(r.participants).toEqual(expect.arrayContaining(['Site 1', 'Site 2']));
+        const mine = r.failures.filter((x) => x.site === 'Mangler');
+        // A mangled reply that happened to stay valid may be accepted; every refused one carries a registered code.
+        if (!r.participants.includes('Mangler')) expect(mine.length).toBeGreaterThan(0);
+        for (const x of mine) expect(isErrorCode(x.code), x.code).toBe(true);
+      }
+      expect(res.rounds.flatMap((r) => r.failures).filter((x) => x.site === 'Mangler').length).toBeGreaterThanOrEqual(3);
+      await waitFor(() => (coordinator.transport.onlineSites().length >= 2 ? true : undefined), 5000);
+    } finally {
+      rogue.close();
+      await Promise.all(honest.map((s) => s.agent.stop()));
+      await coordinator.close();
     }
-    expect(statuses.get(201) ?? 0).toBeLessThan(600);
   }, 120_000);
 });
