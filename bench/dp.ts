@@ -1,20 +1,29 @@
 /**
- * `npm run bench:dp`: what record-level differential privacy costs on WDBC. A real coordinator and 5 real site agents
- * (in this process, over loopback sockets) train the same study twice or more: without DP (the baseline, same
- * run), then with DP-SGD at every site at epsilon <= 2, delta 1e-5 (cli/demo.ts WDBC_DP), repeated because DP
- * noise makes every run differ. Prints epsilon spent per site (each site's own accountant) and pooled hold-out
- * accuracy and AUC.
+ * `npm run bench:dp`: what differential privacy costs on WDBC. A real coordinator and 5 real site agents (in this
+ * process, over loopback sockets) train the same study several times: record-level DP-SGD at every site at
+ * epsilon <= 2 (cli/demo.ts WDBC_DP), and client-level DP whose Skellam noise the sites add under secure
+ * aggregation at client-level epsilon <= 8 (WDBC_DISTRIBUTED_DP), each after its baseline (the same training
+ * without DP, in the same run) and repeated because the noise makes every run differ. Prints epsilon spent per site (each site's own accountant)
+ * and pooled hold-out accuracy and AUC, and each DP kind's mean accuracy as a ratio to the baseline.
  *
- * Options: --repeats N (default 3), --rounds N (default 20), --json (one JSON line at the end).
+ * Options: --repeats N (default 3), --rounds N (default 20), --modes record,client-distributed (default both),
+ * --json (one JSON line at the end).
  */
 import { parseArgs } from 'node:util';
-import { demoManifest, WDBC_DP } from '../cli/demo.ts';
+import { demoManifest, WDBC_DISTRIBUTED_DP, WDBC_DP, type DemoDpMode } from '../cli/demo.ts';
 import { runStudy, startCoordinator, startSites, type StudyStatusBody } from '../tests/helpers/cluster.ts';
 import type { StudyManifestInput } from '../protocol/messages.ts';
 
-const { values } = parseArgs({ options: { repeats: { type: 'string', default: '3' }, rounds: { type: 'string', default: '20' }, json: { type: 'boolean', default: false } } });
+const { values } = parseArgs({
+  options: {
+    repeats: { type: 'string', default: '3' }, rounds: { type: 'string', default: '20' },
+    modes: { type: 'string', default: 'record,client-distributed' }, json: { type: 'boolean', default: false },
+  },
+});
 const repeats = Number(values.repeats);
 const rounds = Number(values.rounds);
+const modes = values.modes.split(',').map((m) => m.trim()) as DemoDpMode[];
+for (const m of modes) if (m !== 'record' && m !== 'client-distributed') throw new Error(`--modes: unknown mode ${m}`);
 const SITES = 5;
 
 interface Run { label: string; accuracy: number; auc: number | undefined; epsilon: Record<string, number>; seconds: number }
@@ -22,28 +31,43 @@ interface Run { label: string; accuracy: number; auc: number | undefined; epsilo
 const { coordinator, url } = await startCoordinator();
 const sites = await startSites(url, SITES);
 const runs: Run[] = [];
+const summary: Record<string, { meanAccuracy: number; ratio: number; maxEpsilon: number; runs: Run[]; baseline: Run }> = {};
 try {
-  const dpManifest = demoManifest(rounds, SITES, false, true);
-  const plain: StudyManifestInput = { ...dpManifest, name: 'WDBC without DP (baseline)', privacy: { secureAggregation: false } };
-  const one = async (label: string, m: StudyManifestInput): Promise<Run> => {
+  const one = async (label: string, m: StudyManifestInput, level: 'record' | 'client' | undefined): Promise<Run> => {
     const t0 = Date.now();
-    const end = await runStudy(url, { ...m, participation: { minSites: SITES, roundDeadlineMs: 120_000, waitForSitesMs: 60_000, maxRoundAttempts: 2 } }, 30 * 60_000) as StudyStatusBody & { study: { privacy?: { perSite: Record<string, { record?: number }> } } };
+    const end = await runStudy(url, { ...m, participation: { minSites: SITES, roundDeadlineMs: 120_000, waitForSitesMs: 60_000, maxRoundAttempts: 2 } }, 30 * 60_000) as StudyStatusBody & { study: { privacy?: { perSite: Record<string, { record?: number; client?: number }> } } };
     if (end.study.status !== 'completed') throw new Error(`${label}: study ${end.study.status} ${JSON.stringify(end.study.error)}`);
     const last = end.rounds.at(-1)!;
-    const epsilon = Object.fromEntries(Object.entries(end.study.privacy?.perSite ?? {}).map(([s, e]) => [s, e.record ?? NaN]));
+    const epsilon = level ? Object.fromEntries(Object.entries(end.study.privacy?.perSite ?? {}).map(([s, e]) => [s, e[level] ?? NaN])) : {};
     const r: Run = { label, accuracy: last.pooled.accuracy, auc: last.pooled.auc, epsilon, seconds: (Date.now() - t0) / 1000 };
     const eps = Object.values(epsilon);
-    console.log(`${label.padEnd(22)} accuracy ${r.accuracy.toFixed(4)}  AUC ${r.auc?.toFixed(4) ?? '-'}  ${eps.length ? `epsilon per site ${eps.map((e) => e.toFixed(3)).join(', ')} (delta ${WDBC_DP.dp.delta})` : 'no DP (epsilon unbounded)'}  ${r.seconds.toFixed(1)} s`);
+    console.log(`${label.padEnd(30)} accuracy ${r.accuracy.toFixed(4)}  AUC ${r.auc?.toFixed(4) ?? '-'}  ${eps.length ? `${level}-level epsilon per site ${eps.map((e) => e.toFixed(3)).join(', ')} (delta 1e-5)` : 'no DP (epsilon unbounded)'}  ${r.seconds.toFixed(1)} s`);
     return r;
   };
-  console.log(`WDBC over ${SITES} sites, ${rounds} rounds, pooled hold-out of every site; record-level DP target epsilon ${WDBC_DP.dp.targetEpsilon}, delta ${WDBC_DP.dp.delta}`);
-  runs.push(await one('baseline (no DP)', plain));
-  for (let i = 1; i <= repeats; i++) runs.push(await one(`DP-SGD run ${i}`, dpManifest));
-  const dp = runs.slice(1);
-  const mean = dp.reduce((s, r) => s + r.accuracy, 0) / dp.length;
-  const maxEps = Math.max(...dp.flatMap((r) => Object.values(r.epsilon)));
-  console.log(`\nDP mean accuracy ${mean.toFixed(4)} (min ${Math.min(...dp.map((r) => r.accuracy)).toFixed(4)}, max ${Math.max(...dp.map((r) => r.accuracy)).toFixed(4)}) at epsilon <= ${maxEps.toFixed(3)}; baseline ${runs[0]!.accuracy.toFixed(4)}; ratio DP/baseline ${(mean / runs[0]!.accuracy).toFixed(4)}`);
-  if (values.json) console.log(JSON.stringify({ rounds, sites: SITES, baseline: runs[0], dp, meanAccuracy: mean, maxEpsilon: maxEps }));
+  console.log(`WDBC over ${SITES} sites, ${rounds} rounds, pooled hold-out of every site; record-level DP-SGD at target epsilon ${WDBC_DP.dp.targetEpsilon}, client-level distributed (Skellam) DP at target epsilon ${WDBC_DISTRIBUTED_DP.dp.targetEpsilon}, delta 1e-5`);
+  const baselines: Record<string, Run> = {};
+  for (const mode of modes) {
+    const manifest = demoManifest(rounds, SITES, false, mode);
+    const label = mode === 'record' ? 'DP-SGD (record)' : 'distributed DP (client)';
+    // Each DP kind against the same training without DP, measured in this run: record-level DP-SGD trains with
+    // plain SGD (its baseline too); the distributed runs train as the demo does, under secure aggregation.
+    const { dp: _dp, ...rest } = manifest.privacy ?? {};
+    const baseline = await one(`baseline for ${mode} (no DP)`, { ...manifest, name: `${manifest.name} without DP (baseline)`, privacy: { ...rest, secureAggregation: mode === 'client-distributed' } }, undefined);
+    baselines[mode] = baseline;
+    runs.push(baseline);
+    const dp: Run[] = [];
+    for (let i = 1; i <= repeats; i++) dp.push(await one(`${label} run ${i}`, manifest, mode === 'record' ? 'record' : 'client'));
+    runs.push(...dp);
+    const mean = dp.reduce((s, r) => s + r.accuracy, 0) / dp.length;
+    const maxEpsilon = Math.max(...dp.flatMap((r) => Object.values(r.epsilon)));
+    summary[mode] = { meanAccuracy: mean, ratio: mean / baseline.accuracy, maxEpsilon, runs: dp, baseline };
+  }
+  console.log('');
+  for (const [mode, s] of Object.entries(summary)) {
+    const accs = s.runs.map((r) => r.accuracy);
+    console.log(`${mode.padEnd(20)} mean accuracy ${s.meanAccuracy.toFixed(4)} (min ${Math.min(...accs).toFixed(4)}, max ${Math.max(...accs).toFixed(4)}) at ${mode === 'record' ? 'record' : 'client'}-level epsilon <= ${s.maxEpsilon.toFixed(3)}; baseline ${s.baseline.accuracy.toFixed(4)}; ratio to baseline ${s.ratio.toFixed(4)}`);
+  }
+  if (values.json) console.log(JSON.stringify({ rounds, sites: SITES, summary }));
 } finally {
   await Promise.all(sites.map((s) => s.agent.stop()));
   await coordinator.close();

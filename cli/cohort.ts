@@ -18,7 +18,7 @@ import { createResearcherKey, loadResearcherKey, signedStudyRequest } from './re
 import { siteInit, siteRun } from './site-commands.ts';
 import { datasetAdd, datasetList, formatSchema, type DatasetAddOptions } from './dataset-commands.ts';
 import { watchStudy } from './watch.ts';
-import { runDemo } from './demo.ts';
+import { runDemo, type DemoDpMode } from './demo.ts';
 import { registerSimulate } from './simulate.ts';
 
 // `cohort site audit | head` must not crash when the reader goes away.
@@ -313,13 +313,17 @@ example(program.command('demo')
   .option('--keep', 'keep the coordinator and agents running after the study, until Ctrl-C')
   .option('--loso', 'also run leave-one-site-out evaluation after the rounds')
   .option('--dp', 'record-level differential privacy: DP-SGD at every site, epsilon 2 at delta 1e-5; prints epsilon spent per site')
+  .addOption(new Option('--dp-mode <mode>', 'differential privacy mode: record (same as --dp), or client-distributed (each site adds Skellam noise under secure aggregation; client-level epsilon 8 at delta 1e-5)').choices(['record', 'client-distributed']))
   .option('--no-secure-aggregation', 'run plain FedAvg: the coordinator sees each site\'s update (secure aggregation is on by default)')
-  .action(async (o: { rounds: string; sites: string; dir?: string; keep?: boolean; loso?: boolean; dp?: boolean; secureAggregation: boolean }) => {
+  .action(async (o: { rounds: string; sites: string; dir?: string; keep?: boolean; loso?: boolean; dp?: boolean; dpMode?: DemoDpMode; secureAggregation: boolean }) => {
+    if (o.dpMode === 'client-distributed' && !o.secureAggregation) {
+      throw new CohortError('COHORT_ERR_DP_INVALID', 'client-distributed DP adds its noise under secure aggregation; drop --no-secure-aggregation');
+    }
     process.exitCode = await runDemo({
-      rounds: Number(o.rounds), sites: Number(o.sites), keep: o.keep ?? false, loso: o.loso ?? false, dp: o.dp ?? false,
+      rounds: Number(o.rounds), sites: Number(o.sites), keep: o.keep ?? false, loso: o.loso ?? false, dp: o.dpMode ?? (o.dp ? 'record' : false),
       secureAggregation: o.secureAggregation, ...(o.dir ? { dir: o.dir } : {}),
     });
-  }), 'cohort demo --rounds 10 --loso   (or: cohort demo --dp --sites 5 --rounds 20)');
+  }), 'cohort demo --rounds 10 --loso   (or: cohort demo --dp --sites 5 --rounds 20; cohort demo --dp-mode client-distributed --sites 5)');
 
 registerSimulate(program, example);
 

@@ -103,8 +103,8 @@ export type StrategyName = StrategySpec['name'];
  * Differential privacy for a study (docs/privacy.md, "Differential privacy"). `record`: DP-SGD inside each site's
  * training, each site's own guarantee for its patients. `client-central`: each site's update is clipped and the
  * coordinator adds Gaussian noise to the sum, protecting a whole site's contribution from whoever gets the model.
- * `client-distributed`: the same with integer noise added by the sites under secure aggregation (accounting and
- * site noise exist; the protocol wiring comes with secure aggregation).
+ * `client-distributed`: the same with integer (Skellam) noise added by the sites under secure aggregation, so the
+ * coordinator never sees an update without noise (protocol/privacy/distributed.ts).
  */
 export const DpSettingsSchema = z.object({
   mode: z.enum(['none', 'record', 'client-central', 'client-distributed']),
@@ -139,7 +139,10 @@ export const TrainPrivacySchema = z.object({
   delta: z.number().positive(),
   /** The site's own accountant, this study and dataset, after this round: record-level epsilon. */
   recordEpsilon: z.number().min(0).optional(),
-  /** Client-level epsilon, as the site accounts it from the manifest's noise (central noise is the coordinator's). */
+  /**
+   * Client-level epsilon, as the site accounts it: from the manifest's noise in client-central mode (the coordinator
+   * adds it), from the noise the sites add themselves in client-distributed mode.
+   */
   clientEpsilon: z.number().min(0).optional(),
   /** Epsilon (of the level the site's policy caps) after one more round like this one. */
   nextRoundEpsilon: z.number().min(0).optional(),
@@ -304,7 +307,14 @@ export const TrainTaskSchema = z.object({
   /** FedProx: add (mu / 2) * ||w - w_global||^2 to the local loss. */
   proximalMu: z.number().min(0).max(1000).optional(),
   /** Client-level DP: this round's clip for the site's update (it changes under adaptive clipping). */
-  dp: z.object({ clip: z.number().positive() }).optional(),
+  dp: z.object({
+    clip: z.number().positive(),
+    /**
+     * Client-distributed: the parameters the coordinator will decode with (protocol/privacy/plan.ts). The site
+     * computes its own from the approved manifest and the session, and refuses a task whose numbers differ.
+     */
+    distributed: z.object({ scale: z.number().positive(), siteVariance: z.number().min(0), headroom: z.number().int().min(0) }).optional(),
+  }).optional(),
   /** Present when the manifest has secure aggregation: the site replies with a masked vector (stage 3). */
   secagg: SecAggInputSchema.optional(),
 });

@@ -30,6 +30,7 @@ import { schemaReport, sourceOptionsFor, statsReply, taskData } from './data/tas
 import { evaluate, train } from './training/trainer.ts';
 import { selectBackend } from './training/backends.ts';
 import { SiteDp } from './mods/dp.ts';
+import { distributedRoundPlan } from '../protocol/privacy/plan.ts';
 import { trainDpSgd } from './training/dp-sgd.ts';
 import { roundCount } from './data/data-source.ts';
 import { SecAggClient, type QuantizedTransform, type SecAggIdentity } from './mods/secagg.ts';
@@ -323,7 +324,7 @@ export class SiteAgent {
       const started = Date.now();
       const data = await taskData(src, 'train', task, manifest);
       // Differential privacy: the site's budget is checked and charged before any training (refusal: nothing else leaves).
-      const dp = this.dp.beforeTrain(task, manifest, data.n);
+      const dp = this.dp.beforeTrain(task, manifest, data.n, task.secagg ? this.secagg.distributedPlan(task.secagg.sessionId) : undefined);
       const fit = { epochs: task.localEpochs, batchSize: task.batchSize, optimizer: task.optimizer, learningRate: task.learningRate };
       const out = dp?.record
         // Under record-level DP neither the training loss nor the exact count may leave: both are functions of the
@@ -361,8 +362,17 @@ export class SiteAgent {
     const id: SecAggIdentity = { siteId: this.siteId, secretKey: this.opts.identity.secretKey, publicKeyB64: publicKeyB64(this.opts.identity) };
     const terms = { settings, manifestHash: task.manifest.hash, minSitesPerAggregate: this.opts.config.policy.minSitesPerAggregate };
     switch (task.kind) {
-      case 'secagg-advertise':
-        return this.secagg.advertise(task, id, terms);
+      case 'secagg-advertise': {
+        const dp = manifest.privacy.dp;
+        if (dp?.mode !== 'client-distributed') return this.secagg.advertise(task, id, terms);
+        // Client-distributed DP: the site plans the round's noise itself from what it approved and this session's
+        // shape (advertise checks the shape against the manifest), and refuses here, before any key leaves, when
+        // the round would take it past its budget.
+        const s = task.session;
+        const plan = distributedRoundPlan(dp, manifest.training.rounds, { dim: s.vectorLength - 2, sites: s.roster.length, threshold: s.threshold, bits: s.quantizationBits });
+        this.dp.checkBudget(task.studyId, task.dataset, task.round, 'client', plan.event);
+        return this.secagg.advertise(task, id, { ...terms, distributed: plan });
+      }
       case 'secagg-share':
         return this.secagg.share(task, id);
       case 'secagg-unmask':

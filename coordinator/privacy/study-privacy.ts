@@ -5,15 +5,20 @@
  * clip), and `record` after it (epsilon per site, record-level and client-level apart, on the round and the study).
  *
  * Client-level DP with central noise trusts the coordinator with individual updates (it sees them, then adds
- * noise); it protects each site's contribution from everyone who gets the model. Record-level DP needs no trust in
- * the coordinator: the sites add their own noise, and the coordinator only shows what they report.
+ * noise); it protects each site's contribution from everyone who gets the model. Client-level DP with distributed
+ * noise (`client-distributed`) does not: the sites add integer noise under secure aggregation, the coordinator
+ * decodes the noisy sum (coordinator/secure-aggregation/secure-train.ts) and accounts for the noise the threshold
+ * guarantees. Record-level DP needs no trust in the coordinator either: the sites add their own noise, and the
+ * coordinator only shows what they report.
  */
 import type { Tensor } from '../../protocol/codec.ts';
 import { CohortError, type WireError } from '../../protocol/errors.ts';
 import type { DpSettings, TrainPrivacy } from '../../protocol/messages.ts';
 import { epsilonOf } from '../../protocol/privacy/accountant.ts';
 import { gaussianNoise, type Uniform } from '../../protocol/privacy/noise.ts';
-import { clientRoundPlan } from '../../protocol/privacy/plan.ts';
+import { clientRoundPlan, distributedMechanism, distributedRoundPlan, type DistributedRoundPlan } from '../../protocol/privacy/plan.ts';
+import { secureAggregationSettings } from '../../protocol/secagg-messages.ts';
+import { sessionShape } from '../../protocol/crypto/session.ts';
 import type { AggregateInput, FitResult, Strategy } from '../strategies/strategy.ts';
 import type { RoundRecord, StudyRecord } from '../store/store.ts';
 
@@ -41,6 +46,22 @@ export interface ClientRoundPrivacy {
   nextClip: number;
   /** Noisy fraction of sites whose update was within the clip (adaptive clipping only). */
   withinClipFraction?: number;
+  /** Client-distributed: the Skellam mechanism of the round (integer units unless said otherwise). */
+  distributed?: {
+    /** Integer units per unit of weight. */
+    scale: number;
+    /** Sensitivities the accountant charged (L2, L1 of one site's rounded update). */
+    l2: number;
+    l1: number;
+    /** Variance every released sum is guaranteed to carry (what the accountant charges). */
+    variance: number;
+    /** Sites the noise is split over (the threshold), and each one's share. */
+    noiseSites: number;
+    siteVariance: number;
+    /** Sites whose noise is in this round's sum, and the variance it therefore carries (>= `variance`). */
+    survivors: number;
+    actualVariance: number;
+  };
 }
 
 /** `round.privacy`: what this round spent. */
@@ -76,6 +97,18 @@ function clipFor(dp: DpSettings, rounds: readonly RoundRecord[], round: number):
   return prev?.privacy?.client?.nextClip ?? dp.clip;
 }
 
+/**
+ * The client-distributed plan of a round over `sites` sites of a `dim`-parameter model, exactly as each site
+ * computes it from the manifest and the session (same function, same inputs); undefined for other modes.
+ */
+export function distributedPlanFor(manifest: StudyRecord['manifest'], sites: number, dim: number): DistributedRoundPlan | undefined {
+  const dp = manifest.privacy.dp;
+  if (dp?.mode !== 'client-distributed') return undefined;
+  const settings = secureAggregationSettings(manifest.privacy.secureAggregation);
+  if (!settings) throw new CohortError('COHORT_ERR_DP_INVALID', 'client-distributed DP adds its noise under secure aggregation; turn privacy.secureAggregation on or use client-central');
+  return distributedRoundPlan(dp, manifest.training.rounds, { dim, sites, threshold: sessionShape(settings, sites).threshold, bits: settings.quantizationBits });
+}
+
 export class CoordinatorDp {
   constructor(private readonly uniform?: Uniform) {}
 
@@ -84,11 +117,26 @@ export class CoordinatorDp {
    * that needs individual updates with client-level DP, or a next round that would take the study past its
    * target epsilon (COHORT_ERR_STUDY_EPSILON_TARGET, the study then stops with that reason).
    */
-  gate(study: StudyRecord, round: number, rounds: readonly RoundRecord[], strategy: Strategy, expectedSites: number): WireError | undefined {
+  gate(study: StudyRecord, round: number, rounds: readonly RoundRecord[], strategy: Strategy, expectedSites: number, dim: number): WireError | undefined {
     const dp = settingsOf(study);
     if (!dp) return undefined;
     if (dp.mode === 'client-distributed') {
-      return { code: 'COHORT_ERR_DP_UNSUPPORTED', message: 'client-distributed DP needs secure aggregation integration, not in this version; use client-central or record' };
+      // The mechanism is the same every round (the threshold only splits its noise), so epsilon after `round`
+      // rounds is `round` times one round's RDP.
+      const settings = secureAggregationSettings(study.manifest.privacy.secureAggregation);
+      if (!settings) return { code: 'COHORT_ERR_DP_INVALID', message: 'client-distributed DP adds its noise under secure aggregation; this study turns it off' };
+      let event;
+      try {
+        if (dp.adaptiveClipping) throw new CohortError('COHORT_ERR_DP_UNSUPPORTED', 'adaptive clipping is not available with client-distributed DP');
+        event = distributedMechanism(dp, study.manifest.training.rounds, dim, settings.quantizationBits).event;
+      } catch (err) {
+        return err instanceof CohortError ? err.toWire() : { code: 'COHORT_ERR_DP_INVALID', message: String(err) };
+      }
+      if (dp.targetEpsilon !== undefined) {
+        const next = epsilonOf([{ ...event, steps: round }], dp.delta).epsilon;
+        if (next > dp.targetEpsilon * (1 + 1e-9)) return targetReached(round, next, dp.targetEpsilon, 'client');
+      }
+      return undefined;
     }
     if (dp.mode === 'client-central' && strategy.requires !== 'sum') {
       return { code: 'COHORT_ERR_DP_INVALID', message: `strategy ${strategy.name} needs individual updates; client-level DP releases only a noisy sum` };
@@ -115,11 +163,25 @@ export class CoordinatorDp {
     return undefined;
   }
 
-  /** Fields of this round's train task: the clip, in client modes. */
-  trainFields(study: StudyRecord, round: number, rounds: readonly RoundRecord[]): { dp?: { clip: number } } {
+  /** Fields of this round's train task: the clip, in client modes; the decoding parameters, in client-distributed. */
+  trainFields(study: StudyRecord, round: number, rounds: readonly RoundRecord[], plan?: DistributedRoundPlan): { dp?: { clip: number; distributed?: { scale: number; siteVariance: number; headroom: number } } } {
     const dp = settingsOf(study);
     if (!dp || dp.mode === 'record') return {};
+    if (plan) return { dp: { clip: plan.clip, distributed: { scale: plan.scale, siteVariance: plan.siteVariance, headroom: plan.headroom } } };
     return { dp: { clip: clipFor(dp, rounds, round) } };
+  }
+
+  /** Client-distributed: the round's accounting, for the noise the threshold guarantees and the noise actually in. */
+  distributedRound(study: StudyRecord, round: number, plan: DistributedRoundPlan, survivors: number): ClientRoundPrivacy {
+    const dp = settingsOf(study)!;
+    return {
+      epsilon: epsilonOf([{ ...plan.event, steps: round }], dp.delta).epsilon,
+      noiseMultiplier: plan.noiseMultiplier, noiseStd: plan.noiseStd, clip: plan.clip, nextClip: plan.clip,
+      distributed: {
+        scale: plan.scale, l2: plan.l2, l1: plan.l1, variance: plan.variance, noiseSites: plan.noiseSites, siteVariance: plan.siteVariance,
+        survivors, actualVariance: survivors * plan.siteVariance,
+      },
+    };
   }
 
   /**

@@ -23,6 +23,7 @@ import type { OnlineSite } from '../transport/transport.ts';
 import type { RunnerDeps } from './study-runner.ts';
 import { secureAggregationSettings } from '../../protocol/secagg-messages.ts';
 import { defaultMaxWeight, dropAsFailure, secureTrain } from '../secure-aggregation/secure-train.ts';
+import { distributedPlanFor } from '../privacy/study-privacy.ts';
 import type { SecureSumDrop } from '../secure-aggregation/secure-sum.ts';
 
 /** Codes that fail one secure round attempt of a fold (retried) rather than the run. */
@@ -166,13 +167,17 @@ async function runFold(deps: RunnerDeps, study: StudyRecord, heldOut: string, ot
         if (secagg) {
           // The fold's round under secure aggregation: only the weighted mean of its sites' updates is ever seen.
           try {
+            const members = sites.flatMap((x) => (keys.has(x.id) ? [{ id: x.id, name: x.name, identityKey: keys.get(x.id)! }] : []));
+            // Client-distributed DP: a fold's rounds are noised by its sites like the study's own (and charged by them).
+            const plan = members.length >= 2 ? distributedPlanFor(study.manifest, members.length, global.reduce((n, x) => n + x.data.length, 0)) : undefined;
             const res = await secureTrain({
-              transport, log, sites: sites.flatMap((x) => (keys.has(x.id) ? [{ id: x.id, name: x.name, identityKey: keys.get(x.id)! }] : [])),
+              transport, log, sites: members,
               settings: secagg, global, maxWeight: secagg.maxWeight ?? defaultMaxWeight(Object.values(study.schemas ?? {}).map((x) => x.examplesRounded)),
-              minSurvivors: p.minSites, base: () => baseTask(study, round), deadlineMs: p.roundDeadlineMs,
+              minSurvivors: p.minSites, base: () => baseTask(study, round), deadlineMs: p.roundDeadlineMs, ...(plan ? { distributed: plan } : {}),
               train: {
                 model, weights: globalBytes, localEpochs: t.localEpochs, batchSize: t.batchSize, optimizer: t.optimizer, learningRate: t.learningRate,
                 participants: sites.length, ...scaling(study), ...strategy.trainConfig?.(),
+                ...(plan ? { dp: { clip: plan.clip, distributed: { scale: plan.scale, siteVariance: plan.siteVariance, headroom: plan.headroom } } } : {}),
               },
             });
             failures.push(...res.dropped.map(dropAsFailure));

@@ -29,7 +29,7 @@ import { secureAggregationSettings, type SecureAggregationSettings } from '../..
 import type { OnlineSite, Transport } from '../transport/transport.ts';
 import type { z } from 'zod';
 import { manifestHash } from '../../protocol/signing.ts';
-import { CoordinatorDp } from '../privacy/study-privacy.ts';
+import { CoordinatorDp, distributedPlanFor, type ClientRoundPrivacy } from '../privacy/study-privacy.ts';
 import { runLeaveOneSiteOut } from './leave-one-site-out.ts';
 
 export interface RunnerDeps {
@@ -61,6 +61,8 @@ interface Trained {
   reports: Map<string, TrainPrivacy | undefined>;
   /** The individual updates: plain training only (client-level DP and robust strategies need them). */
   results?: FitResult[];
+  /** Client-distributed DP: the round's accounting (the noise came from the sites, under secure aggregation). */
+  client?: ClientRoundPrivacy;
   secureAggregation?: NonNullable<RoundRecord['secureAggregation']>;
 }
 
@@ -348,7 +350,7 @@ export class StudyRunner {
       }
       // Differential privacy: stop here, with the reason on the study, if this round would pass the target epsilon.
       const priorRounds = store.listRounds(study.id);
-      const dpStop = this.dp.gate(study, round, priorRounds, strategy, sites.length);
+      const dpStop = this.dp.gate(study, round, priorRounds, strategy, sites.length, global.reduce((n, t) => n + t.data.length, 0));
       if (dpStop) {
         await store.updateStudy(study.id, { status: dpStop.code === 'COHORT_ERR_STUDY_EPSILON_TARGET' ? 'stopped' : 'failed', error: dpStop });
         log.warn({ studyId: study.id, round, code: dpStop.code, reason: dpStop.message }, 'study stopped by differential privacy');
@@ -387,7 +389,7 @@ export class StudyRunner {
       // Client-level DP needs each update (it clips and noises them here); it only runs without secure aggregation.
       const dpAggregate = trained.results ? this.dp.aggregate(study, round, priorRounds, global, trained.results, trained.reports) : undefined;
       const next: Tensor[] = strategy.aggregate(global, dpAggregate?.input ?? trained.input, round);
-      const dpRound = this.dp.roundPrivacy(study, round, trained.reports, dpAggregate?.client);
+      const dpRound = this.dp.roundPrivacy(study, round, trained.reports, dpAggregate?.client ?? trained.client);
       const numExamples = trained.numExamples;
       this.emit({ type: 'round', studyId: study.id, round, status: 'evaluating' });
       const nextBytes = encodeTensors(next);
@@ -481,19 +483,23 @@ export class StudyRunner {
     const keys = new Map(this.deps.store.listSites().map((s) => [s.id, s.publicKey]));
     const members = sites.flatMap((s) => (keys.has(s.id) ? [{ id: s.id, name: s.name, identityKey: keys.get(s.id)! }] : []));
     const maxWeight = settings.maxWeight ?? defaultMaxWeight(Object.values(study.schemas ?? {}).map((s) => s.examplesRounded));
+    // Client-distributed DP: the sites noise their own updates; the plan fixes the encoding both sides use.
+    const plan = members.length >= 2 ? distributedPlanFor(study.manifest, members.length, global.reduce((n, x) => n + x.data.length, 0)) : undefined;
     const res = await secureTrain({
       transport: this.deps.transport, log: this.deps.log, sites: members, settings, global, maxWeight, minSurvivors: p.minSites,
-      base: () => this.baseTask(study, round), deadlineMs: p.roundDeadlineMs,
+      base: () => this.baseTask(study, round), deadlineMs: p.roundDeadlineMs, ...(plan ? { distributed: plan } : {}),
       train: {
         model: study.model!, weights: globalBytes, localEpochs: t.localEpochs, batchSize: t.batchSize, optimizer: t.optimizer,
-        learningRate: t.learningRate, participants: members.length, ...this.scaling(study), ...strategy.trainConfig?.(), ...this.dp.trainFields(study, round, priorRounds),
+        learningRate: t.learningRate, participants: members.length, ...this.scaling(study), ...strategy.trainConfig?.(), ...this.dp.trainFields(study, round, priorRounds, plan),
       },
     });
     return {
       input: { kind: 'mean', mean: res.mean, totalWeight: res.totalWeight, sites: res.survivors },
       participants: res.survivors,
       failures: res.dropped.map(dropAsFailure),
-      numExamples: res.totalWeight, trainLoss: res.meanLoss, backends: res.backends,
+      // Under client-distributed DP no example count leaves a site (each counts once): the total is not known here.
+      numExamples: plan ? 0 : res.totalWeight, trainLoss: res.meanLoss, backends: res.backends,
+      ...(plan ? { client: this.dp.distributedRound(study, round, plan, res.survivors.length) } : {}),
       taskIds: Object.fromEntries(res.survivors.map((site) => [site, res.taskIds[site]?.['masked-input'] ?? ''])),
       reports: res.reports,
       secureAggregation: { ...res.session, survivors: res.survivors.length, dropped: res.dropped.length, maxWeight },

@@ -11,6 +11,8 @@ import { CohortError } from '../../protocol/errors.ts';
 import { MaskedTrainResultSchema, type TrainPrivacy, type TrainTask } from '../../protocol/messages.ts';
 import type { SecureAggregationSettings } from '../../protocol/secagg-messages.ts';
 import { applyDelta, decodeTrainingLanes } from '../../protocol/crypto/quantize.ts';
+import { decodeDistributedLanes } from '../../protocol/privacy/distributed.ts';
+import type { DistributedRoundPlan } from '../../protocol/privacy/plan.ts';
 import type { Transport } from '../transport/transport.ts';
 import { runSecureSum, type SecureSumDrop, type SecureSumSite, type TaskBase } from './secure-sum.ts';
 
@@ -28,10 +30,16 @@ export interface SecureTrainRequest {
   base: () => TaskBase;
   train: TrainFields;
   deadlineMs: number;
+  /**
+   * Client-distributed DP: the round's plan (coordinator/privacy/study-privacy.ts, `distributedPlanFor`). Sites
+   * then send clipped, scaled, rounded and noised updates with weight 1; the sum decodes to the plain mean of the
+   * survivors' updates plus the sites' noise.
+   */
+  distributed?: DistributedRoundPlan;
 }
 
 export interface SecureTrainResult {
-  /** The example-weighted mean of the survivors' models (global + mean clipped delta). */
+  /** The example-weighted mean of the survivors' models (global + mean clipped delta); unweighted and noisy under client-distributed DP. */
   mean: Tensor[];
   totalWeight: number;
   meanLoss: number;
@@ -59,13 +67,19 @@ export function dropAsFailure(d: SecureSumDrop): { site: string; code: string; m
 
 export async function secureTrain(req: SecureTrainRequest): Promise<SecureTrainResult> {
   const d = req.global.reduce((n, t) => n + t.data.length, 0);
+  const plan = req.distributed;
+  if (plan && (plan.dim !== d || plan.bits !== req.settings.quantizationBits)) throw new CohortError('COHORT_ERR_DP_INVALID', 'the distributed-DP plan was made for another model or quantization');
   const res = await runSecureSum({
     transport: req.transport, log: req.log, sites: req.sites, settings: req.settings, vectorLength: d + 2, maxWeight: req.maxWeight,
     minSurvivors: req.minSurvivors, base: req.base, inputSchema: MaskedTrainResultSchema, inputDeadlineMs: req.deadlineMs,
+    ...(plan ? { headroom: plan.headroom } : {}),
     inputTask: (_site, base, secagg): TrainTask => ({ kind: 'train', ...base, ...req.train, secagg }),
   });
-  const decoded = decodeTrainingLanes(res.sum, { clip: req.settings.clip, bits: req.settings.quantizationBits, maxWeight: req.maxWeight });
-  // A sum that did not unmask cleanly shows in the weight lane: it must lie between one and maxWeight per survivor.
+  // A sum that did not unmask cleanly shows in the weight lane: it must lie between one and maxWeight per survivor
+  // (exactly one per survivor under client-distributed DP).
+  const decoded = plan
+    ? { ...decodeDistributedLanes(res.sum, plan, res.survivors.length), meanLoss: 0 }
+    : decodeTrainingLanes(res.sum, { clip: req.settings.clip, bits: req.settings.quantizationBits, maxWeight: req.maxWeight });
   if (decoded.totalWeight < res.survivors.length || decoded.totalWeight > res.survivors.length * req.maxWeight) {
     throw new CohortError('COHORT_ERR_SECAGG_BAD_SHARE', `unmasked weight ${decoded.totalWeight} is impossible for ${res.survivors.length} sites`);
   }

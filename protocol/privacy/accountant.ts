@@ -129,7 +129,10 @@ export function rdpSkellam(order: number, s: { l1: number; l2: number; variance:
   if (!(order > 1)) throw new RangeError(`RDP order must be > 1, got ${order}`);
   if (!(s.variance > 0)) return Infinity;
   const { l1, l2, variance: v } = s;
-  return (order * l2 * l2) / (2 * v) + Math.min(((2 * order - 1) * l2 * l2 + 6 * l1) / (4 * v * v), (3 * l1) / (2 * v));
+  // The theorem is stated for integer orders; RDP never decreases with the order, so a fractional order takes the
+  // bound of the next integer (valid, and what the reference implementations do by evaluating integers only).
+  const a = Math.ceil(order);
+  return (a * l2 * l2) / (2 * v) + Math.min(((2 * a - 1) * l2 * l2 + 6 * l1) / (4 * v * v), (3 * l1) / (2 * v));
 }
 
 /**
@@ -141,6 +144,26 @@ export function rdpSkellam(order: number, s: { l1: number; l2: number; variance:
 export function roundedSensitivity(clip: number, scale: number, dim: number): { l1: number; l2: number } {
   const l2 = clip * scale + Math.sqrt(dim);
   return { l2, l1: Math.min(l2 * l2, Math.sqrt(dim) * l2) };
+}
+
+/** Kairouz, Liu and Steinke 2021's default: conditional rounding is accepted with probability at least 1 - beta. */
+export const CONDITIONAL_ROUNDING_BETA = Math.exp(-0.5);
+
+/**
+ * Sensitivities of a vector clipped to L2 norm `clip`, scaled by `scale` and rounded by *conditional* randomized
+ * rounding: stochastic rounding repeated until the rounded vector's L2 norm is within
+ * min(c + sqrt(d), sqrt(c^2 + d/4 + sqrt(2 log(1/beta)) (c + sqrt(d)/2))), c = clip * scale (Kairouz, Liu and
+ * Steinke 2021, "The Distributed Discrete Gaussian Mechanism", Sec. 4.1, also used by Agarwal et al. 2021). Each
+ * attempt succeeds with probability at least 1 - beta, and the bound then holds always (the encoder rejects until
+ * it does), so it is the L2 sensitivity the accountant charges.
+ */
+export function conditionalRoundedSensitivity(clip: number, scale: number, dim: number, beta = CONDITIONAL_ROUNDING_BETA): { l1: number; l2: number } {
+  if (!(dim >= 1) || !Number.isInteger(dim)) throw new RangeError(`dimension must be a positive integer, got ${dim}`);
+  if (!(beta > 0 && beta < 1)) throw new RangeError(`beta must be in (0, 1), got ${beta}`);
+  const c = clip * scale;
+  const sd = Math.sqrt(dim);
+  const l2 = Math.min(c + sd, Math.sqrt(c * c + dim / 4 + Math.sqrt(2 * Math.log(1 / beta)) * (c + sd / 2)));
+  return { l2, l1: l2 * Math.min(sd, l2) };
 }
 
 // ---------------------------------------------------------------- conversion
@@ -290,10 +313,35 @@ export interface NoiseSearch {
  */
 export function noiseMultiplierFor(s: NoiseSearch): number {
   const orders = s.orders ?? DEFAULT_ORDERS;
+  return searchNoise((sigma) => epsilonOf([{ kind: 'sampled-gaussian', q: s.q, noiseMultiplier: sigma, steps: s.steps }], s.delta, orders).epsilon, s);
+}
+
+export interface SkellamNoiseSearch {
+  targetEpsilon: number;
+  delta: number;
+  /** Releases (rounds). */
+  steps: number;
+  /** The mechanism at noise multiplier z: sensitivities of the scaled, rounded vector and the total variance. */
+  mechanism: (z: number) => { l1: number; l2: number; variance: number };
+  orders?: readonly number[];
+  tolerance?: number;
+  maxNoiseMultiplier?: number;
+}
+
+/**
+ * The smallest noise multiplier z (total Skellam standard deviation over the rounded L2 sensitivity) whose `steps`
+ * releases spend at most `targetEpsilon` at `delta`, by the same bisection. `mechanism` must make epsilon fall as
+ * z grows (a larger z: a smaller sensitivity against the same noise, or more noise against the same sensitivity).
+ */
+export function skellamNoiseMultiplierFor(s: SkellamNoiseSearch): number {
+  const orders = s.orders ?? DEFAULT_ORDERS;
+  return searchNoise((z) => epsilonOf([{ kind: 'skellam', ...s.mechanism(z), steps: s.steps }], s.delta, orders).epsilon, s);
+}
+
+function searchNoise(eps: (z: number) => number, s: { targetEpsilon: number; steps: number; tolerance?: number; maxNoiseMultiplier?: number }): number {
   const tol = s.tolerance ?? 1e-9;
   const max = s.maxNoiseMultiplier ?? 1e6;
   if (!(s.targetEpsilon > 0)) throw new RangeError(`target epsilon must be > 0, got ${s.targetEpsilon}`);
-  const eps = (sigma: number) => epsilonOf([{ kind: 'sampled-gaussian', q: s.q, noiseMultiplier: sigma, steps: s.steps }], s.delta, orders).epsilon;
   let lo = 0;
   let hi = 10;
   let epsHi = Infinity;

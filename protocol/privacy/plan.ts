@@ -2,8 +2,12 @@
  * From a study's `privacy.dp` settings to the noise each round applies and the privacy event it costs. Sites and
  * the coordinator call the same functions, so they agree on every noise multiplier and every epsilon.
  */
+import { CohortError } from '../errors.ts';
 import type { DpSettings } from '../messages.ts';
-import { noiseMultiplierFor, type PrivacyEvent } from './accountant.ts';
+import {
+  CONDITIONAL_ROUNDING_BETA, conditionalRoundedSensitivity, noiseMultiplierFor, skellamNoiseMultiplierFor, type PrivacyEvent,
+} from './accountant.ts';
+import { skellamHeadroom, type DistributedEncoding } from './distributed.ts';
 
 /** Steps per epoch and sampling rate of DP-SGD with Poisson sampling (site-agent/training/dp-sgd.ts does this). */
 export function dpSgdSchedule(n: number, batchSize: number, epochs: number): { sampleRate: number; steps: number } {
@@ -86,4 +90,105 @@ export function clientRoundPlan(dp: DpSettings, rounds: number, expectedSites: n
     update = rest ** -0.5;
   }
   return { noiseMultiplier: z, updateNoiseMultiplier: update, bitNoiseStd: bit, event: { kind: 'sampled-gaussian', q: 1, noiseMultiplier: z, steps: 1 } };
+}
+
+// ---------------------------------------------------------------- client level, distributed (Skellam)
+
+/** Largest total noise standard deviation, in integer units: keeps each Poisson mean far below 2^40. */
+const MAX_NOISE_STD = 2 ** 20;
+
+/** The Skellam mechanism of a `client-distributed` study: the same every round, whoever takes part. */
+export interface DistributedMechanism {
+  /** L2 clip of each site's update. */
+  clip: number;
+  /** Model parameters (value lanes). */
+  dim: number;
+  /** Secure aggregation's quantizationBits: one site's rounded update stays within 2^(bits-1) per lane. */
+  bits: number;
+  /** Integer units per unit of the model's weights. */
+  scale: number;
+  /** Sensitivities of one site's scaled, conditionally rounded update (the accountant's D2 and D1). */
+  l2: number;
+  l1: number;
+  /** Total noise standard deviation over l2. */
+  noiseMultiplier: number;
+  /** Total Skellam variance the released sum is guaranteed to carry, in integer units. */
+  variance: number;
+  /** Standard deviation of that noise on the sum of updates, in the model's units (sqrt(variance) / scale). */
+  noiseStd: number;
+  /** One round's privacy event. */
+  event: PrivacyEvent;
+}
+
+/** A round of a `client-distributed` study: the mechanism and how its noise is split among the sites. */
+export interface DistributedRoundPlan extends DistributedMechanism, DistributedEncoding {
+  /** Sites the noise is split over: the secure-aggregation threshold, the fewest whose sum can be unmasked. */
+  noiseSites: number;
+}
+
+/**
+ * The scale that makes the rounded sensitivity `target`: conditionalRoundedSensitivity is min(b1, b2) of two
+ * increasing functions of c = clip * scale, so it reaches `target` at the larger of their two roots.
+ */
+function scaledClipFor(target: number, dim: number): number {
+  const sd = Math.sqrt(dim);
+  const k = Math.sqrt(2 * Math.log(1 / CONDITIONAL_ROUNDING_BETA));
+  const c1 = target - sd;
+  const c2 = (-k + Math.sqrt(k * k - 4 * (dim / 4 + (k * sd) / 2 - target * target))) / 2;
+  return Math.max(c1, c2);
+}
+
+/**
+ * The mechanism for `dim` parameters and `bits` of lane: total noise standard deviation S = min(2^(bits-4), 2^20)
+ * integer units, and the scale chosen so that the rounded sensitivity is S / z (at most 2^(bits-1)). Rounding then
+ * adds at most 1/4 of variance per lane and site against S^2 of noise, and no site's rounded update can exceed the
+ * lane bound. With `targetEpsilon` and no noise multiplier, z is the smallest that spends the target over all
+ * rounds by the Skellam accountant.
+ */
+export function distributedMechanism(dp: DpSettings, rounds: number, dim: number, bits: number): DistributedMechanism {
+  const lane = 2 ** (bits - 1);
+  const S = Math.min(2 ** (bits - 4), MAX_NOISE_STD);
+  const sensitivity = (z: number) => Math.min(S / z, lane);
+  const mechanism = (z: number) => {
+    const l2 = sensitivity(z);
+    return { l2, l1: l2 * Math.min(Math.sqrt(dim), l2), variance: (z * l2) ** 2 };
+  };
+  let z: number;
+  if (dp.noiseMultiplier !== undefined) z = dp.noiseMultiplier;
+  else {
+    const target = dp.targetEpsilon!;
+    try {
+      z = cachedNoise(`d|${target}|${dp.delta}|${rounds}|${dim}|${bits}`, () => skellamNoiseMultiplierFor({ targetEpsilon: target, delta: dp.delta, steps: rounds, mechanism }));
+    } catch (err) {
+      throw new CohortError('COHORT_ERR_DP_INVALID', err instanceof Error ? err.message : String(err));
+    }
+  }
+  if (!(z > 0)) throw new CohortError('COHORT_ERR_DP_INVALID', 'client-distributed DP needs noise: give a noise multiplier above 0 or a target epsilon');
+  const c = scaledClipFor(sensitivity(z), dim);
+  // Rounding must not swamp the update: its error (norm up to sqrt(dim)) stays below the scaled clip.
+  if (!(c >= Math.sqrt(dim))) {
+    throw new CohortError('COHORT_ERR_DP_INVALID', `${dim} parameters are too many for client-distributed DP at ${bits} quantization bits and noise multiplier ${z}: rounding would outweigh the update; raise privacy.secureAggregation.quantizationBits`, { dim, bits, noiseMultiplier: z });
+  }
+  const scale = c / dp.clip;
+  const { l1, l2 } = conditionalRoundedSensitivity(dp.clip, scale, dim);
+  const variance = (z * l2) ** 2;
+  return {
+    clip: dp.clip, dim, bits, scale, l1, l2, noiseMultiplier: z, variance, noiseStd: Math.sqrt(variance) / scale,
+    event: { kind: 'skellam', l1, l2, variance, steps: 1 },
+  };
+}
+
+/**
+ * One round of a `client-distributed` study over a session of `sites` sites with secure-aggregation threshold
+ * `threshold`. Each site adds variance `variance / threshold`: no sum of fewer than `threshold` sites can be
+ * unmasked, so every released sum carries at least the planned variance, however many sites drop out; when more
+ * survive, the sum is noisier than planned and the accountant, charging only the guaranteed variance, overstates
+ * the spend. `tailDim` (default `dim`) sets the lanes the headroom's union bound covers.
+ */
+export function distributedRoundPlan(dp: DpSettings, rounds: number, s: { dim: number; sites: number; threshold: number; bits: number; tailDim?: number }): DistributedRoundPlan {
+  if (dp.adaptiveClipping) throw new CohortError('COHORT_ERR_DP_UNSUPPORTED', 'adaptive clipping is not available with client-distributed DP (its clipped-count query would need its own noisy lane); set a fixed clip');
+  if (!(s.threshold >= 1 && s.threshold <= s.sites)) throw new CohortError('COHORT_ERR_DP_INVALID', `threshold ${s.threshold} is not within 1..${s.sites}`);
+  const m = distributedMechanism(dp, rounds, s.dim, s.bits);
+  const siteVariance = m.variance / s.threshold;
+  return { ...m, noiseSites: s.threshold, siteVariance, headroom: skellamHeadroom(siteVariance, s.tailDim ?? s.dim) };
 }

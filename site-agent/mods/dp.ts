@@ -14,7 +14,8 @@ import type { Tensor } from '../../protocol/codec.ts';
 import { CohortError } from '../../protocol/errors.ts';
 import type { DpSettings, StudyManifest, TrainPrivacy, TrainTask } from '../../protocol/messages.ts';
 import { RdpAccountant, type PrivacyEvent } from '../../protocol/privacy/accountant.ts';
-import { clientRoundPlan, recordRoundPlan, type RecordRoundPlan } from '../../protocol/privacy/plan.ts';
+import { clientRoundPlan, recordRoundPlan, type DistributedRoundPlan, type RecordRoundPlan } from '../../protocol/privacy/plan.ts';
+import { secureAggregationSettings } from '../../protocol/secagg-messages.ts';
 import type { Policy } from '../policy.ts';
 
 export type PrivacyLevel = 'record' | 'client';
@@ -76,6 +77,8 @@ export interface DpRound {
   record?: RecordRoundPlan;
   /** Client modes: the clip to apply to the update. */
   clip?: number;
+  /** Client-distributed: the secure-aggregation encoder clips, rounds and noises the update (protocol/privacy/distributed.ts). */
+  distributed?: boolean;
   report: TrainPrivacy;
 }
 
@@ -93,7 +96,30 @@ export class SiteDp {
       throw new CohortError('COHORT_ERR_POLICY_EPSILON_EXCEEDED', `this site spends at most epsilon ${this.policy.maxEpsilonPerStudy} per study; a study without differential privacy has no bound`, { maxEpsilonPerStudy: this.policy.maxEpsilonPerStudy });
     }
     if (mode === 'client-distributed') {
-      throw new CohortError('COHORT_ERR_DP_UNSUPPORTED', 'client-distributed DP needs secure aggregation integration, which this agent does not have yet');
+      if (secureAggregationSettings(manifest.privacy.secureAggregation) === null) {
+        throw new CohortError('COHORT_ERR_DP_INVALID', 'client-distributed DP adds its noise under secure aggregation; this manifest turns secure aggregation off');
+      }
+      if (manifest.privacy.dp?.adaptiveClipping) throw new CohortError('COHORT_ERR_DP_UNSUPPORTED', 'adaptive clipping is not available with client-distributed DP');
+    }
+  }
+
+  /**
+   * Refuses, before anything of a round leaves (client-distributed DP: at the first secure-aggregation stage, so an
+   * exhausted site does not even send keys), when `event` would take the site past its cap. Charges nothing.
+   */
+  checkBudget(studyId: string, dataset: string, round: number, level: PrivacyLevel, event: PrivacyEvent): void {
+    this.refuseOverCap(this.budget.accountant(studyId, dataset, level), studyId, round, level, event);
+  }
+
+  private refuseOverCap(acc: RdpAccountant, studyId: string, round: number, level: PrivacyLevel, event: PrivacyEvent): void {
+    const max = this.policy.maxEpsilonPerStudy;
+    if (max === null) return;
+    const spent = acc.epsilon(this.policy.delta).epsilon;
+    const after = acc.epsilonIf(event, this.policy.delta).epsilon;
+    if (after > max) {
+      throw new CohortError('COHORT_ERR_POLICY_EPSILON_EXCEEDED',
+        `round ${round} would bring this site's ${level}-level epsilon for study ${studyId} to ${after.toFixed(4)} (delta ${this.policy.delta}); its policy allows ${max}, ${spent.toFixed(4)} already spent`,
+        { level, epsilonSpent: spent, epsilonAfterRound: after, maxEpsilonPerStudy: max, delta: this.policy.delta });
     }
   }
 
@@ -106,9 +132,10 @@ export class SiteDp {
 
   /**
    * Plans a training round and charges the site's budget, or refuses. Call after loading the data (record-level
-   * noise depends on the site's own number of examples `n`) and before training.
+   * noise depends on the site's own number of examples `n`) and before training. Client-distributed rounds need
+   * the plan of the round's secure-aggregation session (`distributed`), which the site made itself at advertise.
    */
-  beforeTrain(task: TrainTask, manifest: StudyManifest, n: number): DpRound | undefined {
+  beforeTrain(task: TrainTask, manifest: StudyManifest, n: number, distributed?: DistributedRoundPlan): DpRound | undefined {
     const settings = manifest.privacy.dp;
     if (!settings || settings.mode === 'none') {
       this.checkManifest(manifest);
@@ -124,6 +151,15 @@ export class SiteDp {
       if (level === 'record') {
         record = recordRoundPlan(settings, { batchSize: t.batchSize, localEpochs: t.localEpochs, rounds: t.rounds }, n);
         event = record.event;
+      } else if (settings.mode === 'client-distributed') {
+        if (!distributed) throw new CohortError('COHORT_ERR_SITE_TASK_MISMATCH', 'client-distributed DP needs this round\'s secure-aggregation session; the task has none the site advertised');
+        const d = task.dp?.distributed;
+        // The coordinator decodes with the parameters it sends; a site that computed others would be decoded wrong.
+        if ((task.dp && task.dp.clip !== distributed.clip) || (d && (d.scale !== distributed.scale || d.siteVariance !== distributed.siteVariance || d.headroom !== distributed.headroom))) {
+          throw new CohortError('COHORT_ERR_SITE_TASK_MISMATCH', 'the task\'s distributed-DP parameters differ from what this site computed from the approved manifest');
+        }
+        event = distributed.event;
+        clip = distributed.clip;
       } else {
         event = clientRoundPlan(settings, t.rounds, task.participants).event;
         clip = task.dp?.clip ?? settings.clip;
@@ -134,16 +170,7 @@ export class SiteDp {
       throw new CohortError('COHORT_ERR_DP_INVALID', err instanceof Error ? err.message : String(err));
     }
     const acc = this.budget.accountant(task.studyId, task.dataset, level);
-    const max = this.policy.maxEpsilonPerStudy;
-    if (max !== null) {
-      const spent = acc.epsilon(this.policy.delta).epsilon;
-      const after = acc.epsilonIf(event, this.policy.delta).epsilon;
-      if (after > max) {
-        throw new CohortError('COHORT_ERR_POLICY_EPSILON_EXCEEDED',
-          `round ${task.round} would bring this site's ${level}-level epsilon for study ${task.studyId} to ${after.toFixed(4)} (delta ${this.policy.delta}); its policy allows ${max}, ${spent.toFixed(4)} already spent`,
-          { level, epsilonSpent: spent, epsilonAfterRound: after, maxEpsilonPerStudy: max, delta: this.policy.delta });
-      }
-    }
+    this.refuseOverCap(acc, task.studyId, task.round, level, event);
     this.budget.append({ at: new Date().toISOString(), studyId: task.studyId, dataset: task.dataset, round: task.round, taskId: task.taskId, level, event });
     acc.compose(event);
     const other = this.budget.accountant(task.studyId, task.dataset, level === 'record' ? 'client' : 'record');
@@ -155,16 +182,18 @@ export class SiteDp {
       nextRoundEpsilon: acc.epsilonIf(event, settings.delta).epsilon,
       ...(record ? { noiseMultiplier: record.noiseMultiplier, sampleRate: record.sampleRate, steps: record.steps } : {}),
     };
-    return { settings, level, ...(record ? { record } : {}), ...(clip !== undefined ? { clip } : {}), report };
+    return { settings, level, ...(record ? { record } : {}), ...(clip !== undefined ? { clip } : {}), ...(distributed && settings.mode === 'client-distributed' ? { distributed: true } : {}), report };
   }
 
   /**
-   * What leaves: in client modes the update (weights minus the global model) is clipped to the round's clip, and
-   * the report says whether it was within the clip (adaptive clipping's bit). Record mode sends DP-SGD's output as
-   * it is.
+   * What leaves: in client-central mode the update (weights minus the global model) is clipped to the round's
+   * clip, and the report says whether it was within the clip (adaptive clipping's bit). Record mode sends DP-SGD's
+   * output as it is; client-distributed leaves clipping to the encoder.
    */
   release(round: DpRound, global: readonly Tensor[], weights: Tensor[]): { weights: Tensor[]; privacy: TrainPrivacy } {
-    if (round.clip === undefined) return { weights, privacy: round.report };
+    // Client-distributed: the encoder clips (in float64) before it rounds and noises; whether the update was within
+    // the clip is a fact about the data no noise covers, so it is not reported.
+    if (round.clip === undefined || round.distributed) return { weights, privacy: round.report };
     const { clipped, norm } = clipUpdate(global, weights, round.clip);
     return { weights: clipped, privacy: { ...round.report, withinClip: norm <= round.clip } };
   }

@@ -22,7 +22,9 @@ import type {
 import { agree, generateAgreementKeyPair, type AgreementKeyPair } from '../../protocol/crypto/agreement.ts';
 import { isConnected, neighbourGraph, neighbourhood } from '../../protocol/crypto/graph.ts';
 import { addMask } from '../../protocol/crypto/prg.ts';
-import { checkHeadroom, checkLaneBounds, encodeTrainingLanes, type QuantizeParams } from '../../protocol/crypto/quantize.ts';
+import { checkHeadroom, checkLaneBounds, encodeTrainingLanes, laneBound, type QuantizeParams } from '../../protocol/crypto/quantize.ts';
+import { checkDistributedLanes, encodeDistributedLanes } from '../../protocol/privacy/distributed.ts';
+import type { DistributedRoundPlan } from '../../protocol/privacy/plan.ts';
 import { boxKey, decodeSharePayload, encodeSharePayload, openBox, sealBox } from '../../protocol/crypto/seal.ts';
 import {
   commitment, maskSign, pairSeed, selfSeed, sessionHash, sessionShape, signAdvertisement, verifyAdvertisement,
@@ -45,6 +47,12 @@ export interface SecAggTerms {
   manifestHash: string;
   /** Site policy `minSitesPerAggregate`. */
   minSitesPerAggregate: number;
+  /**
+   * Client-distributed DP: the round's plan, computed by the site from its approved manifest and this session's
+   * roster size, threshold, quantization and vector length (protocol/privacy/plan.ts). Its noise headroom enters
+   * the overflow check, and the session's training vector is encoded with it.
+   */
+  distributed?: DistributedRoundPlan;
 }
 
 /** Layout of a training vector (see protocol/crypto/quantize.ts), handed to a transform. */
@@ -91,6 +99,8 @@ interface SessionState {
   held: Map<string, { keyShare: Uint8Array; selfShare: Uint8Array }>;
   /** Neighbours we mask against: we sent them a box and they sent us one. */
   linked: Set<string>;
+  /** Client-distributed DP plan of this round (absent otherwise). */
+  distributed?: DistributedRoundPlan;
 }
 
 const SESSION_TTL_MS = 6 * 3600_000;
@@ -148,7 +158,11 @@ export class SecAggClient {
     if (s.quantizationBits !== set.quantizationBits) mismatches.push(`quantization bits ${s.quantizationBits} (manifest: ${set.quantizationBits})`);
     if (set.maxWeight !== undefined && s.maxWeight !== set.maxWeight) mismatches.push(`maxWeight ${s.maxWeight} (manifest: ${set.maxWeight})`);
     if (mismatches.length) throw fail('COHORT_ERR_SECAGG_CONFIG', `session parameters differ from the approved manifest: ${mismatches.join('; ')}`);
-    checkHeadroom(n, { bits: s.quantizationBits, maxWeight: s.maxWeight }, this.opts.transform?.headroom ?? 0);
+    const dp = terms.distributed;
+    if (dp && (dp.dim !== s.vectorLength - 2 || dp.noiseSites !== s.threshold || dp.bits !== s.quantizationBits)) {
+      throw fail('COHORT_ERR_SECAGG_CONFIG', 'the distributed-DP plan was made for another session shape');
+    }
+    checkHeadroom(n, { bits: s.quantizationBits, maxWeight: s.maxWeight }, dp ? dp.headroom : this.opts.transform?.headroom ?? 0);
     // The site's minimum holds cryptographically: no aggregate can be unmasked with fewer than `threshold` sites.
     const min = terms.minSitesPerAggregate;
     if (n < min || s.threshold < min) {
@@ -162,6 +176,7 @@ export class SecAggClient {
     this.sessions.set(s.sessionId, {
       session: s, studyId: task.studyId, round: task.round, hash, me, graph: neighbourGraph(n, s.degree, Buffer.from(s.graphSeed, 'hex')),
       c, s: sk, stage: 'advertised', createdAt: this.now(), peers: new Map(), sentTo: new Set(), held: new Map(), linked: new Set(),
+      ...(dp ? { distributed: dp } : {}),
     });
     return { cPk: b64(c.publicKey), sPk: b64(sk.publicKey), signature: b64(signature) };
   }
@@ -229,9 +244,16 @@ export class SecAggClient {
     return { ...this.params(st), vectorLength: st.session.vectorLength, sites: st.session.roster.length };
   }
 
+  /** The client-distributed DP plan the session was advertised with, if any (the site charges its budget with it). */
+  distributedPlan(sessionId: string): DistributedRoundPlan | undefined {
+    return this.sessions.get(sessionId)?.distributed;
+  }
+
   /**
    * Encodes a training update for the session: clip, weight, stochastic rounding (protocol/crypto/quantize.ts),
-   * then the transform (DP noise) if any, then the bound check that keeps the sum from wrapping.
+   * then the transform (DP noise) if any, then the bound check that keeps the sum from wrapping. Under
+   * client-distributed DP: L2 clip, scale, conditional rounding and this site's share of Skellam noise instead
+   * (protocol/privacy/distributed.ts); the loss and the example count do not leave.
    */
   trainingLanes(sessionId: string, delta: ArrayLike<number>, trainLoss: number, numExamples: number): Int32Array {
     const st = this.sessions.get(sessionId);
@@ -240,6 +262,11 @@ export class SecAggClient {
       throw fail('COHORT_ERR_SECAGG_CONFIG', `session expects ${st.session.vectorLength} lanes; this model gives ${delta.length + 2}`);
     }
     const params = this.params(st);
+    if (st.distributed) {
+      const lanes = encodeDistributedLanes(delta, st.distributed);
+      checkDistributedLanes(lanes, st.distributed, laneBound(params.bits));
+      return lanes;
+    }
     const lanes = encodeTrainingLanes(delta, trainLoss, numExamples, params);
     const t = this.opts.transform;
     if (t) t.apply(lanes, { values: delta.length, params, sites: st.session.roster.length });

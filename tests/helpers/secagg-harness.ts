@@ -6,13 +6,16 @@
  */
 import nacl from 'tweetnacl';
 import { toWireError } from '../../protocol/errors.ts';
-import { MaskedTrainResultSchema, TaskSchema, parseMessage, type Reply, type SignedManifest, type Task, type TrainTask } from '../../protocol/messages.ts';
+import { MaskedTrainResultSchema, TaskSchema, parseMessage, type DpSettings, type Reply, type SignedManifest, type Task, type TrainTask } from '../../protocol/messages.ts';
+import { distributedRoundPlan } from '../../protocol/privacy/plan.ts';
+import { decodeDistributedLanes } from '../../protocol/privacy/distributed.ts';
 import { SecureAggregationSettingsSchema, type SecureAggregationSettings } from '../../protocol/secagg-messages.ts';
 import { manifestHash } from '../../protocol/signing.ts';
 import { decodeTrainingLanes } from '../../protocol/crypto/quantize.ts';
 import { SecAggClient, type SecAggIdentity } from '../../site-agent/mods/secagg.ts';
 import { runSecureSum, type SecAggStage, type SecureSumSite } from '../../coordinator/secure-aggregation/secure-sum.ts';
 import { MemoryTransport } from '../../coordinator/transport/memory-transport.ts';
+import { sessionShape } from '../../protocol/crypto/session.ts';
 
 export interface SimSite {
   site: SecureSumSite;
@@ -67,10 +70,17 @@ export interface HarnessRun {
   received: { site: string; kind: string; reply: Reply<unknown> }[];
 }
 
-/** Wires the sites to a memory transport; `dropAt` takes a site off line when that stage reaches it. */
-export function wire(sites: readonly SimSite[], settings: SecureAggregationSettings, manifest: SignedManifest, dropAt: ReadonlyMap<number, SecAggStage> = new Map()): HarnessRun {
+/**
+ * Wires the sites to a memory transport; `dropAt` takes a site off line when that stage reaches it. With `dp`
+ * (client-distributed), each site plans the round from the advertised session as the agent does.
+ */
+export function wire(sites: readonly SimSite[], settings: SecureAggregationSettings, manifest: SignedManifest, dropAt: ReadonlyMap<number, SecAggStage> = new Map(), dp?: DpSettings): HarnessRun {
   const run: HarnessRun = { transport: undefined as unknown as MemoryTransport, sent: [], received: [] };
   const terms = (s: SimSite) => ({ settings, manifestHash: manifest.hash, minSitesPerAggregate: s.minSitesPerAggregate });
+  const advertiseTerms = (s: SimSite, task: Extract<Task, { kind: 'secagg-advertise' }>) => (dp ? {
+    ...terms(s),
+    distributed: distributedRoundPlan(dp, 1, { dim: task.session.vectorLength - 2, sites: task.session.roster.length, threshold: task.session.threshold, bits: task.session.quantizationBits }),
+  } : terms(s));
   const handler = (s: SimSite, i: number) => (raw: Task): Reply<unknown> => {
     if (dropAt.get(i) === STAGE_OF[raw.kind]) {
       run.transport.setOnline(s.site.id, false);
@@ -80,7 +90,7 @@ export function wire(sites: readonly SimSite[], settings: SecureAggregationSetti
       // Parsed exactly as the agent parses what arrives from the socket.
       const task = parseMessage(TaskSchema, raw, 'task');
       switch (task.kind) {
-        case 'secagg-advertise': return { ok: true, data: s.client.advertise(task, s.identity, terms(s)) };
+        case 'secagg-advertise': return { ok: true, data: s.client.advertise(task, s.identity, advertiseTerms(s, task)) };
         case 'secagg-share': return { ok: true, data: s.client.share(task, s.identity) };
         case 'train': {
           const lanes = s.client.trainingLanes(task.secagg!.sessionId, s.delta, s.loss, s.numExamples);
@@ -108,15 +118,18 @@ export function wire(sites: readonly SimSite[], settings: SecureAggregationSetti
 let taskCounter = 0;
 
 /** Runs one secure training round over `sites`; returns the decoded mean and the raw result. */
-export async function secureRound(sites: readonly SimSite[], opts: { settings?: Partial<SecureAggregationSettings>; dropAt?: ReadonlyMap<number, SecAggStage>; maxWeight?: number; minSurvivors?: number; run?: (r: HarnessRun) => void } = {}) {
+export async function secureRound(sites: readonly SimSite[], opts: { settings?: Partial<SecureAggregationSettings>; dropAt?: ReadonlyMap<number, SecAggStage>; maxWeight?: number; minSurvivors?: number; run?: (r: HarnessRun) => void; dp?: DpSettings } = {}) {
   const settings = SecureAggregationSettingsSchema.parse({ stageDeadlineMs: 5000, ...opts.settings });
   const manifest = manifestFor(opts.settings ?? {});
-  const run = wire(sites, settings, manifest, opts.dropAt);
+  const run = wire(sites, settings, manifest, opts.dropAt, opts.dp);
   opts.run?.(run);
   const maxWeight = opts.maxWeight ?? Math.max(...sites.map((s) => s.numExamples));
   const d = sites[0]!.delta.length;
+  // The coordinator's plan: the same function over the same session shape the sites see.
+  const plan = opts.dp ? distributedRoundPlan(opts.dp, 1, { dim: d, sites: sites.length, threshold: sessionShape(settings, sites.length).threshold, bits: settings.quantizationBits }) : undefined;
   const result = await runSecureSum({
     transport: run.transport, sites: sites.map((s) => s.site), settings, vectorLength: d + 2, maxWeight, minSurvivors: opts.minSurvivors ?? 2,
+    ...(plan ? { headroom: plan.headroom } : {}),
     base: () => ({ taskId: `t${++taskCounter}`, manifest, studyId: 'study-h', round: 1, dataset: 'd', holdoutFraction: 0.2, seed: 1 }),
     inputTask: (_site, base, secagg): TrainTask => ({
       kind: 'train', ...base, model: { spec: { template: 'logreg', l2: 0 }, inputShape: [d - 1], numClasses: 2 }, weights: new Uint8Array(0),
@@ -124,8 +137,10 @@ export async function secureRound(sites: readonly SimSite[], opts: { settings?: 
     }),
     inputSchema: MaskedTrainResultSchema, inputDeadlineMs: 5000,
   });
-  const decoded = decodeTrainingLanes(result.sum, { clip: settings.clip, bits: settings.quantizationBits, maxWeight });
-  return { result, decoded, run, settings, maxWeight };
+  const decoded = plan
+    ? { ...decodeDistributedLanes(result.sum, plan, result.survivors.length), meanLoss: 0 }
+    : decodeTrainingLanes(result.sum, { clip: settings.clip, bits: settings.quantizationBits, maxWeight });
+  return { result, decoded, run, settings, maxWeight, plan };
 }
 
 /** The plaintext example-weighted mean of the named sites' clipped deltas (float64). */

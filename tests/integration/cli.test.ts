@@ -33,6 +33,14 @@ describe('the cohort CLI', () => {
     expect(stdout).toMatch(/Secure aggregation: on in every round \(SecAgg\+, 3 sites, any 2 of them needed to unmask, complete graph\)/);
   }, 180_000);
 
+  it('should refuse the demo\'s client-distributed DP without secure aggregation before starting anything', async () => {
+    const dir = tempDir('cohort-demo-dp-');
+    const refused = await cohort(['demo', '--dp-mode', 'client-distributed', '--no-secure-aggregation', '--dir', dir]).catch((e: { code: number; stderr: string }) => e);
+    expect(refused).toMatchObject({ code: 3 });
+    expect((refused as { stderr: string }).stderr).toContain('COHORT_ERR_DP_INVALID');
+    expect(existsSync(join(dir, 'coordinator'))).toBe(false);
+  }, 60_000);
+
   it('should init a site with a 0600 key and refuse to init over it', async () => {
     const dir = tempDir();
     const { stdout } = await cohort(['site', 'init', '--dir', dir, '--name', 'St Mary', '--coordinator', 'http://127.0.0.1:1']);

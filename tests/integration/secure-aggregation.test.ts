@@ -10,19 +10,16 @@ import {
   createStudy, json, RESEARCHER, runStudy, startCoordinator, startSites, tempDir, waitForEnd, wdbcManifest, type TestSite,
 } from '../helpers/cluster.ts';
 import type { Coordinator } from '../../coordinator/app.ts';
-import { StudyManifestSchema, type Reply, type Task, type TrainTask } from '../../protocol/messages.ts';
+import type { TrainTask } from '../../protocol/messages.ts';
 import type { StudyManifestInput } from '../../protocol/messages.ts';
-import { decodeTensors, encodeTensors } from '../../protocol/codec.ts';
+import { encodeTensors } from '../../protocol/codec.ts';
 import { weightShapes } from '../../protocol/models.ts';
 import { manifestHash } from '../../protocol/signing.ts';
 import { signedStudyRequest } from '../../cli/researcher.ts';
 import { readLedger } from '../../site-agent/ledger.ts';
 import { HISTOGRAM_BINS } from '../../protocol/metrics.ts';
 import { encodeTrainingLanes, flatDelta } from '../../protocol/crypto/quantize.ts';
-import { loadSiteConfig } from '../../site-agent/config.ts';
-import { openDataSource } from '../../site-agent/data/open-source.ts';
-import { sourceOptionsFor, taskData } from '../../site-agent/data/task-data.ts';
-import { train } from '../../site-agent/training/trainer.ts';
+import { dropWhen, record, replay } from '../helpers/transport-spy.ts';
 
 interface RoundBody {
   round: number;
@@ -38,32 +35,6 @@ const quick = (over: Partial<StudyManifestInput> = {}): StudyManifestInput => wd
   participation: { minSites: 2, roundDeadlineMs: 20_000, waitForSitesMs: 10_000, maxRoundAttempts: 1 },
   ...over,
 });
-
-/** Stops `victim`'s agent (a real disconnect) when a task of `kind` for `round` is about to reach it. */
-function dropWhen(c: Coordinator, plan: { site: TestSite; round: number; kind: Task['kind'] }[]): void {
-  const send = c.transport.send.bind(c.transport);
-  c.transport.send = async (siteId, task, timeoutMs) => {
-    const hit = plan.find((p) => p.round === task.round && p.kind === task.kind && p.site.agent.siteId === siteId);
-    if (hit) {
-      plan.splice(plan.indexOf(hit), 1);
-      await hit.site.agent.stop();
-    }
-    return send(siteId, task, timeoutMs);
-  };
-}
-
-/** Keeps every task the coordinator sends and every reply it receives, as received. */
-function record(c: Coordinator): { sent: { siteId: string; task: Task }[]; received: { siteId: string; kind: string; reply: Reply<unknown> }[] } {
-  const log = { sent: [] as { siteId: string; task: Task }[], received: [] as { siteId: string; kind: string; reply: Reply<unknown> }[] };
-  const send = c.transport.send.bind(c.transport);
-  c.transport.send = async (siteId, task, timeoutMs) => {
-    log.sent.push({ siteId, task });
-    const reply = await send(siteId, task, timeoutMs);
-    log.received.push({ siteId, kind: task.kind, reply });
-    return reply;
-  };
-  return log;
-}
 
 /** Every binary buffer anywhere inside a value. */
 function binaries(v: unknown, out: Uint8Array[] = []): Uint8Array[] {
@@ -100,20 +71,6 @@ function correlation(a: ArrayLike<number>, b: ArrayLike<number>): number {
     sbb += y * y;
   }
   return sab / Math.sqrt(saa * sbb);
-}
-
-/** Re-runs a site's local training for a recorded task, on its own data: its plaintext update, as the agent made it. */
-async function replay(site: TestSite, task: TrainTask): Promise<{ delta: Float64Array; numExamples: number }> {
-  // The agent's own data path: the same source options, the same (federated) standardization.
-  const cfg = loadSiteConfig(site.dir);
-  const ds = cfg.datasets.find((d) => d.id === task.dataset)!;
-  const manifest = StudyManifestSchema.parse(task.manifest.raw);
-  const src = openDataSource(site.dir, ds, sourceOptionsFor(task, manifest));
-  const global = decodeTensors(task.weights);
-  const out = await train(task.model, global, await taskData(src, 'train', task, manifest), {
-    epochs: task.localEpochs, batchSize: task.batchSize, optimizer: task.optimizer, learningRate: task.learningRate, seed: task.seed + task.round,
-  });
-  return { delta: flatDelta(out.weights, global), numExamples: out.numExamples };
 }
 
 describe('secure aggregation over real sockets', () => {
