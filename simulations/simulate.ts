@@ -5,7 +5,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { failedSetting, runSetting, type RoundSummary, type SettingResult } from './run-simulation.ts';
+import { checkSetting, failedSetting, runSetting, type RoundSummary, type SettingResult } from './run-simulation.ts';
 import type { Setting, Sweep } from './scenario.ts';
 import { SitePool, defaultWorkers } from './site-pool.ts';
 import type { Table } from './dataset.ts';
@@ -43,6 +43,8 @@ export interface SimulateOptions {
 export async function simulate(settings: readonly Setting[], opts: SimulateOptions = {}): Promise<SimulationResult> {
   const first = settings[0];
   if (!first) throw new Error('simulate needs at least one setting');
+  // Refusals a coordinator makes at study creation stop the whole simulation before anything runs.
+  for (const setting of settings) checkSetting(setting);
   const startedAt = new Date();
   const maxSites = Math.max(...settings.map((s) => s.scenario.sites));
   const workers = Math.min(opts.workers ?? first.scenario.workers ?? defaultWorkers(), Math.max(1, maxSites));

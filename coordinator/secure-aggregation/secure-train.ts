@@ -12,7 +12,7 @@ import { MaskedTrainResultSchema, type TrainPrivacy, type TrainTask } from '../.
 import type { SecureAggregationSettings } from '../../protocol/secagg-messages.ts';
 import { applyDelta, decodeTrainingLanes } from '../../protocol/crypto/quantize.ts';
 import type { Transport } from '../transport/transport.ts';
-import { runSecureSum, type SecureSumDrop, type SecureSumSite, type TaskBase } from './secure-sum.ts';
+import { runSecureSum, type SecureSumDrop, type SecureSumRequest, type SecureSumSite, type TaskBase } from './secure-sum.ts';
 
 /** The fields of a `train` task other than the base and the secure-aggregation input. */
 export type TrainFields = Omit<TrainTask, keyof TaskBase | 'kind' | 'secagg'>;
@@ -28,6 +28,8 @@ export interface SecureTrainRequest {
   base: () => TaskBase;
   train: TrainFields;
   deadlineMs: number;
+  /** See `SecureSumRequest.entropy` (simulations only). */
+  entropy?: SecureSumRequest<typeof MaskedTrainResultSchema>['entropy'];
 }
 
 export interface SecureTrainResult {
@@ -63,6 +65,7 @@ export async function secureTrain(req: SecureTrainRequest): Promise<SecureTrainR
     transport: req.transport, log: req.log, sites: req.sites, settings: req.settings, vectorLength: d + 2, maxWeight: req.maxWeight,
     minSurvivors: req.minSurvivors, base: req.base, inputSchema: MaskedTrainResultSchema, inputDeadlineMs: req.deadlineMs,
     inputTask: (_site, base, secagg): TrainTask => ({ kind: 'train', ...base, ...req.train, secagg }),
+    ...(req.entropy ? { entropy: req.entropy } : {}),
   });
   const decoded = decodeTrainingLanes(res.sum, { clip: req.settings.clip, bits: req.settings.quantizationBits, maxWeight: req.maxWeight });
   // A sum that did not unmask cleanly shows in the weight lane: it must lie between one and maxWeight per survivor.

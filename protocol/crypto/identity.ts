@@ -36,3 +36,15 @@ export function ed25519Verify(publicKey: Uint8Array, message: Uint8Array, signat
     return false;
   }
 }
+
+/** The tweetnacl-form key pair (64-byte secret key: seed || public key) of a 32-byte Ed25519 seed. */
+export function ed25519KeyPairFromSeed(seed: Uint8Array): { publicKey: Uint8Array; secretKey: Uint8Array } {
+  if (seed.length !== 32) throw new TypeError('Ed25519 seed must be 32 bytes');
+  const key = createPrivateKey({ key: Buffer.concat([PKCS8_PREFIX, seed]), format: 'der', type: 'pkcs8' });
+  const spki = createPublicKey(key).export({ format: 'der', type: 'spki' });
+  const publicKey = new Uint8Array(spki.subarray(spki.length - 32));
+  const secretKey = new Uint8Array(64);
+  secretKey.set(seed);
+  secretKey.set(publicKey, 32);
+  return { publicKey, secretKey };
+}

@@ -20,6 +20,7 @@ import type {
   SecAggAdvertiseResult, SecAggInput, SecAggSession, SecAggShareResult, SecAggUnmaskResult, SecureAggregationSettings,
 } from '../../protocol/secagg-messages.ts';
 import { agree, generateAgreementKeyPair, type AgreementKeyPair } from '../../protocol/crypto/agreement.ts';
+import type { Entropy } from '../../protocol/crypto/entropy.ts';
 import { isConnected, neighbourGraph, neighbourhood } from '../../protocol/crypto/graph.ts';
 import { addMask } from '../../protocol/crypto/prg.ts';
 import { checkHeadroom, checkLaneBounds, encodeTrainingLanes, type QuantizeParams } from '../../protocol/crypto/quantize.ts';
@@ -101,7 +102,11 @@ const fail = (code: ConstructorParameters<typeof CohortError>[0], message: strin
 export class SecAggClient {
   private readonly sessions = new Map<string, SessionState>();
 
-  constructor(private readonly opts: { transform?: QuantizedTransform; now?: () => number; warn?: (msg: string, details: Record<string, unknown>) => void } = {}) {}
+  /**
+   * `entropy`: source of the stochastic-rounding keys; default the OS CSPRNG. Simulations pass a seeded one so runs
+   * reproduce (protocol/crypto/entropy.ts); keys, masks and shares always use the CSPRNG.
+   */
+  constructor(private readonly opts: { transform?: QuantizedTransform; now?: () => number; warn?: (msg: string, details: Record<string, unknown>) => void; entropy?: Entropy } = {}) {}
 
   private now(): number {
     return this.opts.now?.() ?? Date.now();
@@ -240,7 +245,8 @@ export class SecAggClient {
       throw fail('COHORT_ERR_SECAGG_CONFIG', `session expects ${st.session.vectorLength} lanes; this model gives ${delta.length + 2}`);
     }
     const params = this.params(st);
-    const lanes = encodeTrainingLanes(delta, trainLoss, numExamples, params);
+    const rounding = this.opts.entropy?.(`secagg-rounding|${st.studyId}|${st.round}|${st.session.roster[st.me]!.siteId}|${sessionId}`);
+    const lanes = encodeTrainingLanes(delta, trainLoss, numExamples, params, ...(rounding ? [rounding] : []));
     const t = this.opts.transform;
     if (t) t.apply(lanes, { values: delta.length, params, sites: st.session.roster.length });
     checkLaneBounds(lanes, params, t?.headroom ?? 0);
