@@ -149,7 +149,8 @@ export function manifestFor(s: Scenario, sites: number): StudyManifestInput {
     training: { rounds: s.rounds, ...s.training },
     strategy: s.strategy,
     participation: {
-      minSites: minSitesFor(s, sites), roundDeadlineMs: s.participation.roundDeadlineMs, waitForSitesMs: 60_000,
+      // Virtual sites are all online from the start and a refusal does not change its mind: the schema check asks once.
+      minSites: minSitesFor(s, sites), roundDeadlineMs: s.participation.roundDeadlineMs, waitForSitesMs: 0,
       maxRoundAttempts: s.participation.maxRoundAttempts,
     },
     privacy: { secureAggregation: s.privacy.secureAggregation, ...(s.privacy.dp ? { dp: s.privacy.dp } : {}) },

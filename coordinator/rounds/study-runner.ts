@@ -425,7 +425,8 @@ export class StudyRunner {
       if (strategy.state) await checkpoints.saveState(study.id, round, strategy.state());
       await checkpoints.save(study.id, round, next);
       await store.completeRound(record);
-      const dpAfter = this.dp.studyPrivacy(study, store.listRounds(study.id));
+      // (Only with DP: listing the rounds copies every round's per-site records.)
+      const dpAfter = study.manifest.privacy.dp ? this.dp.studyPrivacy(study, store.listRounds(study.id)) : undefined;
       if (dpAfter) await store.updateStudy(study.id, { privacy: dpAfter });
       log.info({ studyId: study.id, round, sites: record.participants.length, auc: record.pooled.auc, accuracy: record.pooled.accuracy }, 'round completed');
       this.emit({ type: 'round', studyId: study.id, round, status: 'completed' });

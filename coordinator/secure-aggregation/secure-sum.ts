@@ -213,7 +213,8 @@ export async function runSecureSum<S extends z.ZodType<{ masked: Uint8Array }>>(
   let addMs = 0;
   const u3 = await stage(u2, 'masked-input', (i, base) => req.inputTask(req.sites[i]!, base, {
     sessionId: session.sessionId,
-    shares: u2.filter((j) => sent.get(j)!.has(i)).map((j) => ({ from: req.sites[j]!.id, box: sent.get(j)!.get(i)! })),
+    // Only neighbours seal boxes for i (graph lists are sorted, as u2 is): O(k) per site, not O(n).
+    shares: graph[i]!.filter((j) => inU2.has(j) && sent.get(j)!.has(i)).map((j) => ({ from: req.sites[j]!.id, box: sent.get(j)!.get(i)! })),
   }), req.inputSchema, req.inputDeadlineMs, (i, r) => {
     const t0 = performance.now();
     addLanes(acc, lanesOf(r.masked, req.vectorLength));

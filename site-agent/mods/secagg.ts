@@ -70,6 +70,9 @@ interface Peer {
   index: number;
   cPk: Uint8Array;
   sPk: Uint8Array;
+  /** X25519 with our c and s keys, computed once when the peer is checked (secrets: wiped at unmask). */
+  cShared: Uint8Array;
+  sShared: Uint8Array;
 }
 
 interface SessionState {
@@ -193,15 +196,17 @@ export class SecAggClient {
         this.opts.warn?.('neighbour advertisement does not verify; excluded', { sessionId: task.sessionId, peer: p.siteId, code: 'COHORT_ERR_SECAGG_BAD_SIGNATURE' });
         continue;
       }
+      let cShared: Uint8Array;
+      let sShared: Uint8Array;
       try {
         // Both keys must give a usable shared secret; a low-order or malformed key excludes the peer.
-        agree(st.c.privateKey, cPk);
-        agree(st.s.privateKey, sPk);
+        cShared = agree(st.c.privateKey, cPk);
+        sShared = agree(st.s.privateKey, sPk);
       } catch (err) {
         rejected.push({ siteId: p.siteId, code: err instanceof CohortError ? err.code : 'COHORT_ERR_SECAGG_BAD_KEY' });
         continue;
       }
-      st.peers.set(p.siteId, { index: j, cPk, sPk });
+      st.peers.set(p.siteId, { index: j, cPk, sPk, cShared, sShared });
     }
     if (st.peers.size + 1 < session.threshold) {
       this.sessions.delete(task.sessionId);
@@ -217,7 +222,7 @@ export class SecAggClient {
     const myId = session.roster[me]!.siteId;
     const shares: SecAggShareResult['shares'] = [];
     for (const [peerId, p] of st.peers) {
-      const key = boxKey(agree(st.c.privateKey, p.cPk), hash, myId, peerId);
+      const key = boxKey(p.cShared, hash, myId, peerId);
       shares.push({ to: peerId, box: b64(sealBox(key, encodeSharePayload({ owner: me, holder: p.index, ...shareAt(p.index) }))) });
       st.sentTo.add(peerId);
     }
@@ -270,7 +275,7 @@ export class SecAggClient {
       // A box from a site we did not send one to is not a link: that site does not mask against us either.
       if (!p || !st.sentTo.has(peerId) || linked.has(peerId)) continue;
       linked.add(peerId);
-      const opened = openBox(boxKey(agree(st.c.privateKey, p.cPk), hash, peerId, myId), fromB64(box));
+      const opened = openBox(boxKey(p.cShared, hash, peerId, myId), fromB64(box));
       const payload = opened && decodeSharePayload(opened);
       if (!payload || payload.owner !== p.index || payload.holder !== me) {
         // Still linked (the peer masks against us), but we cannot help rebuild its secrets.
@@ -286,7 +291,7 @@ export class SecAggClient {
     addMask(out, selfSeed(st.b!, hash), 1);
     for (const peerId of linked) {
       const p = st.peers.get(peerId)!;
-      addMask(out, pairSeed(agree(st.s.privateKey, p.sPk), hash, myId, peerId), maskSign(me, p.index));
+      addMask(out, pairSeed(p.sShared, hash, myId, peerId), maskSign(me, p.index));
     }
     st.linked = linked;
     st.held = held;
@@ -339,6 +344,14 @@ export class SecAggClient {
     // Done: forget every secret of this session; a second unmask request finds stage 'done' and is refused.
     st.stage = 'done';
     st.held.clear();
+    for (const p of st.peers.values()) {
+      p.cShared.fill(0);
+      p.sShared.fill(0);
+    }
+    // What remains is a tombstone that refuses a replay; the roster and graph (large with many sites) can go.
+    st.peers.clear();
+    st.graph = [];
+    st.session = { ...st.session, roster: [] };
     delete st.b;
     delete st.own;
     st.c = { publicKey: st.c.publicKey, privateKey: new Uint8Array(32) };
