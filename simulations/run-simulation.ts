@@ -32,7 +32,8 @@ export interface RoundSummary {
   accuracy: number;
   auc: number | null;
   loss: number;
-  trainLoss: number;
+  /** Example-weighted training loss the sites reported; null under record-level DP, where sites report none. */
+  trainLoss: number | null;
   participants: number;
   /** Site failures in the round (dropouts, stragglers, refusals), by code. */
   failures: Record<string, number>;
@@ -103,11 +104,11 @@ const EPOCH = new Date(0).toISOString();
 const siteId = (name: string) => `virtual:${name}`;
 const num = (x: number | undefined): number | null => (x === undefined || !Number.isFinite(x) ? null : x);
 
-function summarize(r: RoundRecord): RoundSummary {
+function summarize(r: RoundRecord, recordDp: boolean): RoundSummary {
   const failures: Record<string, number> = {};
   for (const f of r.failures) failures[f.code] = (failures[f.code] ?? 0) + 1;
   return {
-    round: r.round, accuracy: r.pooled.accuracy, auc: num(r.pooled.auc), loss: r.pooled.loss, trainLoss: r.trainLoss,
+    round: r.round, accuracy: r.pooled.accuracy, auc: num(r.pooled.auc), loss: r.pooled.loss, trainLoss: recordDp || !Number.isFinite(r.trainLoss) ? null : r.trainLoss,
     participants: r.participants.length, failures, attempts: r.attempts,
     ...(r.secureAggregation ? { secureAggregation: { degree: r.secureAggregation.degree, threshold: r.secureAggregation.threshold, survivors: r.secureAggregation.survivors, dropped: r.secureAggregation.dropped } } : {}),
     durationMs: r.durationMs,
@@ -231,6 +232,8 @@ export async function runSetting(setting: { label: string; overrides: Record<str
   const online: OnlineSite[] = parts.map((p) => ({ id: siteId(p.name), name: p.name, connectedAt: EPOCH }));
   const transport = new InMemoryTransport(online, (site, task) => ctx.pool.run(site, task), new FaultPlan(s.faults, s.seed));
 
+  // Under record-level DP a site's training loss is a function of its data that no noise protects: it sends 0.
+  const recordDp = s.privacy.dp?.mode === 'record';
   const restartAfter = new Set(s.faults.restartCoordinatorAfter);
   let restarts = 0;
   let finish: () => void = () => undefined;
@@ -239,7 +242,7 @@ export async function runSetting(setting: { label: string; overrides: Record<str
     if (e.studyId !== study.id) return;
     if (e.type === 'round' && e.status === 'completed' && e.round !== undefined) {
       const rec = store.listRounds(study.id).find((r) => r.round === e.round);
-      if (rec) ctx.onRound?.(summarize(rec), s.rounds);
+      if (rec) ctx.onRound?.(summarize(rec, recordDp), s.rounds);
       if (restartAfter.has(e.round) && e.round < s.rounds) {
         // A coordinator restart: this runner stops at its next checkpoint of control; a new one resumes the study.
         const old = runner;
@@ -262,7 +265,7 @@ export async function runSetting(setting: { label: string; overrides: Record<str
   if (ctx.pool.fatal) throw ctx.pool.fatal;
 
   const final = store.mustGetStudy(study.id);
-  const rounds = store.listRounds(study.id).sort((a, b) => a.round - b.round).map(summarize);
+  const rounds = store.listRounds(study.id).sort((a, b) => a.round - b.round).map((r) => summarize(r, recordDp));
   const last = store.listRounds(study.id).find((r) => r.round === final.completedRounds);
   let membership: MembershipResult | null = null;
   const weights = final.completedRounds > 0 ? await checkpoints.loadBytes(study.id, final.completedRounds) : null;

@@ -46,7 +46,7 @@ table { border-collapse:collapse; width:100%; font-size:13px; }
 th, td { text-align:right; padding:6px 10px; border-bottom:1px solid var(--line); white-space:nowrap; }
 th { color:var(--muted); font-weight:600; background:#fafbfc; }
 th:first-child, td:first-child { text-align:left; white-space:normal; }
-td.priv { white-space:normal; text-align:left; color:var(--muted); font-size:12px; }
+td.priv { text-align:left; color:var(--muted); font-size:12px; }
 td .sw { display:inline-block; width:10px; height:10px; border-radius:2px; margin-right:8px; vertical-align:-1px; }
 tr.failed td { color:#9b2c2c; }
 .best { font-weight:700; }
@@ -72,9 +72,9 @@ function summaryTable(r: SimulationResult): string {
 <td>${dec(s.membership?.auc)}</td><td>${dec(s.membership?.threshold?.advantage)}</td><td>${epsText(s)}</td>
 <td>${s.rounds.length}</td><td>${fails || '–'}</td><td>${ms(s.durationMs)}</td></tr>`;
   });
-  return `<table><thead><tr><th>setting</th><th>strategy</th><th>privacy</th><th>sites</th><th>accuracy</th><th>AUC</th><th>loss</th>
+  return `<table><thead><tr><th>setting</th><th>strategy</th><th title="secure aggregation (k: neighbours per site) and differential privacy (σ: noise multiplier)">privacy</th><th>sites</th><th>accuracy</th><th>AUC</th><th>loss</th>
 <th title="membership-inference attack AUC (0.5: nothing learned)">MIA AUC</th><th title="Yeom et al. membership advantage TPR − FPR">MIA adv.</th>
-<th>ε</th><th>rounds</th><th title="site failures over all rounds">failures</th><th>time</th></tr></thead><tbody>${rows.join('')}</tbody></table>`;
+<th title="privacy spent: ε at δ (∞: DP without noise; –: no DP)">ε</th><th>rounds</th><th title="site failures over all rounds">failures</th><th>time</th></tr></thead><tbody>${rows.join('')}</tbody></table>`;
 }
 
 function perRound(r: SimulationResult): string {
@@ -89,7 +89,9 @@ function perRound(r: SimulationResult): string {
 ${lineChart({ ...common, title: 'Pooled hold-out accuracy', yLabel: 'accuracy', series: series((x) => x.accuracy), yFormat: (v) => `${Math.round(v * 1000) / 10}%` })}
 ${lineChart({ ...common, title: 'Pooled hold-out AUC', yLabel: 'AUC', series: series((x) => x.auc) })}
 ${lineChart({ ...common, title: 'Pooled hold-out loss (cross-entropy)', yLabel: 'loss', series: series((x) => x.loss) })}
-${lineChart({ ...common, title: 'Training loss (example-weighted, as reported by sites)', yLabel: 'loss', series: series((x) => x.trainLoss) })}
+${ok.some(({ s }) => s.rounds.some((x) => x.trainLoss !== null))
+    ? lineChart({ ...common, title: 'Training loss (example-weighted, as reported by sites)', yLabel: 'loss', series: series((x) => x.trainLoss) })
+    : '<p class="note">No training loss: under record-level differential privacy sites do not report one (it is a function of their data that no noise protects).</p>'}
 </div>`;
 }
 
@@ -111,9 +113,9 @@ function groupsAgainst(r: SimulationResult, x: (s: SettingResult) => number | nu
 /** The privacy a setting ran with, in a few words. */
 function privacyText(s: SettingResult): string {
   const p = s.privacy;
-  const parts = [p.secureAggregation ? `secure aggregation${s.final?.secureAggregation ? ` (k ${s.final.secureAggregation.degree})` : ''}` : 'plain updates'];
+  const parts = [p.secureAggregation ? `SecAgg${s.final?.secureAggregation ? ` k ${s.final.secureAggregation.degree}` : ''}` : 'no SecAgg'];
   if (p.dp !== 'none') {
-    const how = p.dp === 'record' ? 'DP-SGD' : p.dp === 'client-central' ? 'central client DP' : 'distributed client DP';
+    const how = p.dp === 'record' ? 'DP-SGD' : p.dp === 'client-central' ? 'central DP' : 'distributed DP';
     parts.push(`${how}${p.noiseMultiplier !== null ? ` σ ${p.noiseMultiplier}` : ''}${p.targetEpsilon !== null ? ` target ε ${p.targetEpsilon}` : ''}`);
   }
   return parts.join(' · ');
@@ -174,12 +176,16 @@ function utilityAgainstEpsilon(r: SimulationResult): string {
   }));
   const ticks = [...new Set(done.map(xOf))].sort((a, b) => a - b);
   const xFormat = (v: number) => (Math.abs(v - inf) < 1e-9 && hasInf ? '∞' : fmt(logX ? Math.pow(10, v) : v, 2));
-  const noise = r.settings.map((s) => `${esc(s.label)}: ε ${epsText(s)}${s.privacy.perSiteRange && s.privacy.perSiteRange[0] !== s.privacy.perSiteRange[1] ? ` (sites ${dec(s.privacy.perSiteRange[0], 2)}–${dec(s.privacy.perSiteRange[1], 2)})` : ''}`);
+  const rows = [...r.settings].sort((a, b) => (a.epsilon ?? Infinity) - (b.epsilon ?? Infinity)).map((s) => {
+    const range = s.privacy.perSiteRange;
+    return `<tr><td>${esc(s.label)}</td><td>${s.privacy.noiseMultiplier ?? '–'}</td><td>${epsText(s)}</td><td>${range ? `${dec(range[0], 2)}–${dec(range[1], 2)}` : '–'}</td>
+<td>${pct(s.final?.accuracy)}</td><td>${dec(s.final?.auc)}</td><td>${dec(s.membership?.auc)}</td><td>${dec(s.membership?.threshold?.advantage)}</td></tr>`;
+  });
   const first = r.settings.find((s) => s.privacy.delta !== null);
   return `<h2>Utility against epsilon</h2>
 <p class="note">Final utility, and the membership-inference attack's AUC on the final model, against the privacy spent: ε at δ = ${first ? esc(String(first.privacy.delta)) : '–'}${first?.privacy.level === 'record' ? ', record level (each patient), the largest of the sites\' own accountants' : first?.privacy.level === 'client' ? ', client level (each site\'s whole contribution)' : ''}. Lower ε is stronger privacy${logX ? '; ε is on a log scale' : ''}.${hasInf ? ' ∞: no finite bound (no noise, or no DP), drawn at the right edge.' : ''}</p>
-<p class="note">${noise.join(' · ')}</p>
-${utilityCharts(r, groups, lines, { xLabel: 'ε (privacy spent; lower is more private)', xTicks: ticks, xFormat, xDomain: [Math.min(...ticks) - span * 0.04, Math.max(...ticks) + span * 0.04] })}`;
+${utilityCharts(r, groups, lines, { xLabel: 'ε (privacy spent; lower is more private)', xTicks: ticks, xFormat, xDomain: [Math.min(...ticks) - span * 0.04, Math.max(...ticks) + span * 0.04] })}
+<table><thead><tr><th>setting (most private first)</th><th title="noise standard deviation over the clip">σ</th><th>ε</th><th title="smallest and largest of the sites' own ε">ε per site</th><th>accuracy</th><th>AUC</th><th>attack AUC</th><th>attack adv.</th></tr></thead><tbody>${rows.join('')}</tbody></table>`;
 }
 
 function membership(r: SimulationResult): string {
