@@ -1,8 +1,9 @@
 /**
  * A simulation worker thread: hosts many virtual sites, each a production `SiteAgent` whose data source is its
  * in-memory partition and that keeps no ledger. Tasks run one at a time per worker, through `SiteAgent.handle()`:
- * the same validation, policy, approval check and training code a hospital runs. Malicious sites tamper with the
- * update after the agent produced it.
+ * the same validation, policy, approval check, secure aggregation, differential privacy and training code a hospital
+ * runs, with the simulation's seeded entropy (protocol/crypto/entropy.ts). Malicious sites tamper with the update
+ * after the agent produced it, or under secure aggregation with its quantized lanes before the agent masks them.
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';

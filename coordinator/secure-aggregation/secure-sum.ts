@@ -226,7 +226,7 @@ export async function runSecureSum<S extends z.ZodType<{ masked: Uint8Array }>>(
   const inU3 = new Set(u3);
   if (!isConnected(graph, u3)) throw abort('COHORT_ERR_SECAGG_DISCONNECTED', 'the surviving sites do not form a connected neighbour graph', { survivors: u3.length });
   for (const i of u3) {
-    if (![...inU3].some((j) => j !== i && linked(i, j))) {
+    if (!graph[i]!.some((j) => inU3.has(j) && linked(i, j))) {
       throw abort('COHORT_ERR_SECAGG_DISCONNECTED', `site ${req.sites[i]!.name} has no surviving linked neighbour`);
     }
   }
@@ -287,7 +287,7 @@ export async function runSecureSum<S extends z.ZodType<{ masked: Uint8Array }>>(
     addMask(acc, selfSeed(b, hash), -1);
   }
   for (const v of lost) {
-    const partners = u3.filter((u) => linked(u, v));
+    const partners = graph[v]!.filter((u) => inU3.has(u) && linked(u, v));
     if (partners.length === 0) continue;
     const shares = keyShares.get(v) ?? [];
     if (shares.length < t) {

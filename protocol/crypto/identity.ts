@@ -21,9 +21,17 @@ function publicKeyObject(raw: Uint8Array): KeyObject {
   return obj;
 }
 
+// A site signs with the same identity key every round: import it once per key array (by identity, so the secret is
+// never a map key, and the entry goes with the array).
+const privateKeys = new WeakMap<Uint8Array, KeyObject>();
+
 export function ed25519Sign(secretKey: Uint8Array, message: Uint8Array): Uint8Array {
   if (secretKey.length !== 64) throw new TypeError('Ed25519 secret key must be 64 bytes (seed || public key)');
-  const key = createPrivateKey({ key: Buffer.concat([PKCS8_PREFIX, secretKey.subarray(0, 32)]), format: 'der', type: 'pkcs8' });
+  let key = privateKeys.get(secretKey);
+  if (!key) {
+    key = createPrivateKey({ key: Buffer.concat([PKCS8_PREFIX, secretKey.subarray(0, 32)]), format: 'der', type: 'pkcs8' });
+    privateKeys.set(secretKey, key);
+  }
   return new Uint8Array(sign(null, message, key));
 }
 
