@@ -98,6 +98,22 @@ interface SessionState {
 }
 
 const SESSION_TTL_MS = 6 * 3600_000;
+
+// Every site of a session checks the same survivor list against the same graph (neighbourGraph shares one object
+// per session); where many sites share a process (simulations) the O(n k) search runs once, not once per site.
+const connectivity = new WeakMap<readonly (readonly number[])[], Map<string, boolean>>();
+function survivorsConnected(graph: readonly (readonly number[])[], nodes: number[]): boolean {
+  let memo = connectivity.get(graph);
+  if (!memo) connectivity.set(graph, (memo = new Map()));
+  const key = nodes.join(',');
+  let ok = memo.get(key);
+  if (ok === undefined) {
+    ok = isConnected(graph, nodes);
+    if (memo.size >= 16) memo.clear();
+    memo.set(key, ok);
+  }
+  return ok;
+}
 const MAX_SESSIONS = 16;
 
 const fail = (code: ConstructorParameters<typeof CohortError>[0], message: string, details?: Record<string, unknown>) => new CohortError(code, message, details);
@@ -325,7 +341,7 @@ export class SecAggClient {
     if (![...st.linked].some((x) => survivors.has(x))) {
       throw fail('COHORT_ERR_SECAGG_DISCONNECTED', 'no neighbour this site masked against survived; unmasking would reveal this site alone');
     }
-    if (!isConnected(graph, [...survivors].map((x) => index.get(x)!))) {
+    if (!survivorsConnected(graph, [...survivors].map((x) => index.get(x)!))) {
       throw fail('COHORT_ERR_SECAGG_DISCONNECTED', 'the survivors do not form a connected neighbour graph');
     }
     const selfShares: SecAggUnmaskResult['selfShares'] = [];
