@@ -55,6 +55,8 @@ function summary(r: SimulationResult): string {
       (s.epsilon !== null ? s.epsilon.toFixed(2) : s.privacy.dp !== 'none' ? 'inf' : '-').padStart(7),
       String(s.rounds.length).padStart(7), `${(s.durationMs / 1000).toFixed(1)} s`.padStart(8),
     ].join('  ') + (s.error ? `  ${s.error.code}: ${s.error.message}` : ''));
+    // Why sites said no (policy, budget, schema), when the setting failed.
+    if (s.status !== 'completed') for (const [code, r] of Object.entries(s.refusals ?? {})) lines.push(`${' '.repeat(w)}  ${r.sites} site${r.sites === 1 ? '' : 's'} refused: ${code}: ${r.message}`);
   }
   return lines.join('\n');
 }

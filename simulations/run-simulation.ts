@@ -75,6 +75,8 @@ export interface SettingResult {
   overrides: Record<string, unknown>;
   status: 'completed' | 'failed';
   error?: WireError;
+  /** Sites' latest refusals of the study (policy, schema, budget), by code: how many, and one message. */
+  refusals?: Record<string, { sites: number; message: string }>;
   strategy: string;
   sites: SiteSummary[];
   rounds: RoundSummary[];
@@ -113,6 +115,12 @@ function summarize(r: RoundRecord, recordDp: boolean): RoundSummary {
     ...(r.secureAggregation ? { secureAggregation: { degree: r.secureAggregation.degree, threshold: r.secureAggregation.threshold, survivors: r.secureAggregation.survivors, dropped: r.secureAggregation.dropped } } : {}),
     durationMs: r.durationMs,
   };
+}
+
+function refusalsByCode(refusals: NonNullable<StudyRecord['refusals']>): Record<string, { sites: number; message: string }> {
+  const out: Record<string, { sites: number; message: string }> = {};
+  for (const r of Object.values(refusals)) out[r.code] = { sites: (out[r.code]?.sites ?? 0) + 1, message: out[r.code]?.message ?? r.message };
+  return out;
 }
 
 const finiteOrNull = (v: number | undefined): number | null => (v !== undefined && Number.isFinite(v) ? v : null);
@@ -277,6 +285,7 @@ export async function runSetting(setting: { label: string; overrides: Record<str
   return {
     label: setting.label, overrides: setting.overrides, status: final.status === 'completed' ? 'completed' : 'failed',
     ...(final.error ? { error: final.error } : {}),
+    ...(final.refusals && Object.keys(final.refusals).length ? { refusals: refusalsByCode(final.refusals) } : {}),
     strategy: s.strategy.name,
     sites: parts.map((p) => {
       const m = perSite[p.name];
