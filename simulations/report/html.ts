@@ -161,6 +161,7 @@ ${lineChart({ ...common, title: 'Membership-inference attack AUC', yLabel: 'atta
  */
 function utilityAgainstEpsilon(r: SimulationResult): string {
   const done = r.settings.filter((s) => s.final);
+  if (done.length === 0) return '<h2>Utility against epsilon</h2><p class="note">No setting completed a round.</p>';
   const finite = done.map((s) => s.epsilon).filter((v): v is number => v !== null && v > 0);
   const logX = finite.length > 1 && Math.max(...finite) / Math.min(...finite) > 20;
   const t = (v: number) => (logX ? Math.log10(v) : v);
