@@ -43,11 +43,14 @@ svg .reflabel { font-size:11px; fill:#52606d; }
 .legend i { display:inline-block; width:18px; height:4px; border-radius:2px; }
 .legend i.dashed { background-image:linear-gradient(90deg,#fff 50%,transparent 50%) !important; background-size:6px 4px; }
 table { border-collapse:collapse; width:100%; font-size:13px; }
-th, td { text-align:right; padding:6px 10px; border-bottom:1px solid var(--line); white-space:nowrap; }
+th, td { text-align:right; padding:6px 8px; border-bottom:1px solid var(--line); white-space:nowrap; }
+.scroll { overflow-x:auto; }
 th { color:var(--muted); font-weight:600; background:#fafbfc; }
-th:first-child, td:first-child { text-align:left; white-space:normal; }
-td.priv { text-align:left; color:var(--muted); font-size:12px; }
+th:first-child, td:first-child { text-align:left; white-space:normal; min-width:200px; overflow-wrap:anywhere; }
+td.priv { text-align:left; color:var(--muted); font-size:12px; white-space:normal; min-width:110px; }
 td .sw { display:inline-block; width:10px; height:10px; border-radius:2px; margin-right:8px; vertical-align:-1px; }
+table.summary td:first-child .sw { position:absolute; left:8px; top:12px; margin:0; }
+table.summary td:first-child { position:relative; padding-left:26px; }
 tr.failed td { color:#9b2c2c; }
 .best { font-weight:700; }
 .tag { display:inline-block; font-size:11px; padding:1px 7px; border-radius:999px; background:#fde8e8; color:#9b2c2c; margin-left:6px; }
@@ -72,9 +75,9 @@ function summaryTable(r: SimulationResult): string {
 <td>${dec(s.membership?.auc)}</td><td>${dec(s.membership?.threshold?.advantage)}</td><td>${epsText(s)}</td>
 <td>${s.rounds.length}</td><td>${fails || '–'}</td><td>${ms(s.durationMs)}</td></tr>`;
   });
-  return `<table><thead><tr><th>setting</th><th>strategy</th><th title="secure aggregation (k: neighbours per site) and differential privacy (σ: noise multiplier)">privacy</th><th>sites</th><th>accuracy</th><th>AUC</th><th>loss</th>
+  return `<div class="scroll"><table class="summary"><thead><tr><th>setting</th><th>strategy</th><th title="secure aggregation (k: neighbours per site) and differential privacy (σ: noise multiplier)">privacy</th><th>sites</th><th>accuracy</th><th>AUC</th><th>loss</th>
 <th title="membership-inference attack AUC (0.5: nothing learned)">MIA AUC</th><th title="Yeom et al. membership advantage TPR − FPR">MIA adv.</th>
-<th title="privacy spent: ε at δ (∞: DP without noise; –: no DP)">ε</th><th>rounds</th><th title="site failures over all rounds">failures</th><th>time</th></tr></thead><tbody>${rows.join('')}</tbody></table>`;
+<th title="privacy spent: ε at δ (∞: DP without noise; –: no DP)">ε</th><th>rounds</th><th title="site failures over all rounds">failures</th><th>time</th></tr></thead><tbody>${rows.join('')}</tbody></table></div>`;
 }
 
 function perRound(r: SimulationResult): string {
@@ -126,12 +129,14 @@ const epsText = (s: SettingResult): string => (s.epsilon !== null ? dec(s.epsilo
 
 function utility(r: SimulationResult): string {
   const withEps = r.settings.some((s) => s.privacy.dp !== 'none');
-  if (withEps) return utilityAgainstEpsilon(r);
+  // Against epsilon takes at least two settings that reached a model; one alone gets the bars below.
+  if (withEps && r.settings.filter((s) => s.final).length >= 2) return utilityAgainstEpsilon(r);
   const numericKey = r.sweeps.find((s) => s.values.length > 1 && s.values.every((v) => typeof v === 'number'))?.key ?? null;
-  if (!withEps && !numericKey) {
+  if (withEps || !numericKey) {
     const bars = (pick: (s: SettingResult) => number | null | undefined) => r.settings.map((s, i) => ({ label: s.label, value: pick(s) ?? null, color: colorAt(i), note: s.status === 'completed' ? '' : s.error?.code ?? 'failed' }));
     return `<h2>Final utility by setting</h2>
-<p class="note">No setting used differential privacy and no numeric parameter was swept, so the final round's utility is shown per setting. With DP, this section plots utility against the privacy spent (ε).</p>
+<p class="note">${withEps ? 'One setting: its privacy spent (ε) is in the summary. A sweep (e.g. <code>--sweep dp.noiseMultiplier=0,1,4</code>) plots utility against ε here.'
+    : 'No setting used differential privacy and no numeric parameter was swept, so the final round\'s utility is shown per setting. With DP, this section plots utility against the privacy spent (ε).'}</p>
 ${barChart({ title: 'Final pooled accuracy', xLabel: 'accuracy', bars: bars((s) => s.final?.accuracy), domain: [0, 1], format: (v) => `${(v * 100).toFixed(1)}%` })}
 ${barChart({ title: 'Final pooled AUC', xLabel: 'AUC', bars: bars((s) => s.final?.auc), domain: [0, 1], refLine: { x: 0.5, label: '0.5 = chance' } })}`;
   }
