@@ -45,15 +45,18 @@ function progressPrinter(): (p: Progress) => void {
 
 function summary(r: SimulationResult): string {
   const w = Math.max(7, ...r.settings.map((s) => s.label.length));
-  const lines = [`${'setting'.padEnd(w)}  status     accuracy    AUC   MIA-AUC  rounds   time`];
+  const lines = [`${'setting'.padEnd(w)}  status     accuracy    AUC   MIA-AUC  epsilon  rounds   time`];
   for (const s of r.settings) {
     const f = s.final;
     lines.push([
       s.label.padEnd(w), (s.status === 'completed' ? 'completed' : 'FAILED').padEnd(9),
       (f ? `${(100 * f.accuracy).toFixed(1)}%` : '-').padStart(9), (f?.auc === null || f?.auc === undefined ? '-' : f.auc.toFixed(3)).padStart(6),
       (s.membership?.auc === null || s.membership?.auc === undefined ? '-' : s.membership.auc.toFixed(3)).padStart(8),
+      (s.epsilon !== null ? s.epsilon.toFixed(2) : s.privacy.dp !== 'none' ? 'inf' : '-').padStart(7),
       String(s.rounds.length).padStart(7), `${(s.durationMs / 1000).toFixed(1)} s`.padStart(8),
     ].join('  ') + (s.error ? `  ${s.error.code}: ${s.error.message}` : ''));
+    // Why sites said no (policy, budget, schema), when the setting failed.
+    if (s.status !== 'completed') for (const [code, r] of Object.entries(s.refusals ?? {})) lines.push(`${' '.repeat(w)}  ${r.sites} site${r.sites === 1 ? '' : 's'} refused: ${code}: ${r.message}`);
   }
   return lines.join('\n');
 }
@@ -74,7 +77,8 @@ export async function runSimulate(file: string | undefined, o: SimulateFlags, ar
   const name = settings[0]!.scenario.name;
   const out = resolve(o.out ?? `reports/${name.replace(/[^A-Za-z0-9._-]+/g, '-')}-${new Date().toISOString().slice(0, 19).replace(/[:T]/g, '')}`);
   const first = settings[0]!.scenario;
-  process.stderr.write(`simulating "${name}": ${settings.length} setting${settings.length === 1 ? '' : 's'}, ${first.sites} sites, ${first.rounds} rounds, strategy ${first.strategy.name}\n`);
+  const privacy = [first.privacy.secureAggregation === false ? 'no secure aggregation' : 'secure aggregation', ...(first.privacy.dp && first.privacy.dp.mode !== 'none' ? [`DP ${first.privacy.dp.mode}`] : [])].join(', ');
+  process.stderr.write(`simulating "${name}": ${settings.length} setting${settings.length === 1 ? '' : 's'}, ${first.sites} sites, ${first.rounds} rounds, strategy ${first.strategy.name}, ${privacy}\n`);
   const result = await simulate(settings, { sweeps, ...(o.quiet ? {} : { onProgress: progressPrinter() }) });
   const command = ['cohort', ...argv.slice(2)].map((a) => (/[\s"']/.test(a) ? JSON.stringify(a) : a)).join(' ');
   const files = writeReport(out, result, { command });
@@ -90,11 +94,11 @@ export function registerSimulate(program: Command, example: (cmd: Command, text:
     .option('--sites <n>', 'number of virtual sites')
     .option('--rounds <n>', 'rounds')
     .option('--seed <n>', 'seed for the partition, model, shuffles, faults and attacks')
-    .addOption(new Option('--strategy <name>', 'aggregation strategy (parameters via --set strategy.<param>=...)')
+    .addOption(new Option('--strategy <name>', 'aggregation strategy (parameters via --set strategy.<param>=...); the robust ones (fedmedian, trimmed-mean, krum, multi-krum) need --set privacy.secureAggregation=false')
       .choices(['fedavg', 'fedavgm', 'fedprox', 'fedadam', 'fedyogi', 'fedadagrad', 'fedmedian', 'trimmed-mean', 'krum', 'multi-krum']))
     .option('--workers <n>', 'worker threads for the virtual sites (default: one per core)')
-    .option('--set <key=value>', 'set any scenario field by its dotted path (repeatable), e.g. partition.kind=dirichlet', collect, [])
-    .option('--sweep <key=v1,v2,...>', 'run every value (repeatable; every combination), e.g. strategy.name=fedavg,fedmedian', collect, [])
+    .option('--set <key=value>', 'set any scenario field by its dotted path (repeatable), e.g. partition.kind=dirichlet or privacy.secureAggregation=false', collect, [])
+    .option('--sweep <key=v1,v2,...>', 'run every value (repeatable; every combination), e.g. strategy.name=fedavg,fedmedian or dp.noiseMultiplier=0,1,4 (dp.* and secureAggregation stand for privacy.dp.* and privacy.secureAggregation)', collect, [])
     .option('--out <dir>', 'report folder (default: reports/<name>-<time>)')
     .option('--quiet', 'no live progress')
     .action(async (file: string | undefined, o: SimulateFlags) => {
@@ -102,6 +106,7 @@ export function registerSimulate(program: Command, example: (cmd: Command, text:
     }), `cohort simulate examples/scenarios/sign-flip.json --sweep strategy.name=fedavg,fedmedian,krum --out reports/sign-flip
 
   More:
+  cohort simulate examples/scenarios/dp-sweep.json --sweep dp.noiseMultiplier=0,1,4,16 --out reports/dp
   cohort simulate --sites 20 --rounds 15 --set partition.kind=dirichlet --set partition.alpha=0.3 --strategy fedprox
   cohort simulate examples/scenarios/wdbc-iid.json --sweep sites=5,20 --sweep strategy.name=fedavg,fedadam`);
 }

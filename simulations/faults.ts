@@ -6,18 +6,22 @@
  * - straggler (per stage): the site does the work but answers after the round deadline; the coordinator sees a
  *   timeout. Time is simulated: nobody waits the real deadline.
  * - malicious sites: a fixed share of the sites tamper with the update they send back (sign flip, scaling,
- *   Gaussian noise). Applied to the update the virtual site returns, after the site agent produced it.
+ *   Gaussian noise). Applied to the update the virtual site returns, after the site agent produced it; under
+ *   secure aggregation to its quantized lanes, before they are masked.
  */
 import { z } from 'zod';
 import type { Tensor } from '../protocol/codec.ts';
 import { normal, permutation, randFor, uniform } from './rng.ts';
 
-/** The stages a task can be in (the task kinds today; secure aggregation adds its own). */
-export const STAGES = ['describe', 'train', 'evaluate'] as const;
+/**
+ * The stages a task can be in: its kind. Under secure aggregation a round adds `secagg-advertise` (keys),
+ * `secagg-share` (shares) and `secagg-unmask` around `train` (the masked input).
+ */
+export const STAGES = ['describe', 'train', 'evaluate', 'secagg-advertise', 'secagg-share', 'secagg-unmask'] as const;
 export type Stage = (typeof STAGES)[number];
 
 const rate = z.number().min(0).max(1);
-const StageRatesSchema = z.strictObject({ describe: rate.optional(), train: rate.optional(), evaluate: rate.optional() });
+const StageRatesSchema = z.strictObject(Object.fromEntries(STAGES.map((s) => [s, rate.optional()])) as Record<Stage, z.ZodOptional<typeof rate>>);
 
 export const FaultsSchema = z.strictObject({
   /** Probability, per stage, that a site has dropped out when a task arrives. */
@@ -80,6 +84,23 @@ export function attackUpdate(plan: AttackPlan, global: readonly Tensor[], local:
     }
     return { shape: [...t.shape], data: out };
   });
+}
+
+/**
+ * The same attacks under secure aggregation, where a site's update leaves only as quantized lanes (masked after
+ * this): the site decodes its own lanes back to the clipped delta, attacks that, and re-encodes within the lane
+ * bound (what a site can send without wrapping the sum). Lane layout: protocol/crypto/quantize.ts.
+ */
+export function attackLanes(plan: AttackPlan, lanes: Int32Array, info: { values: number; params: { clip: number; bits: number; maxWeight: number } }, seed: number, site: string, round: number): void {
+  const rand = randFor(seed, 'attack', site, round);
+  const { clip, bits, maxWeight } = info.params;
+  const bound = 2 ** (bits - 1);
+  const k = (bound / clip) * (lanes[info.values + 1]! / maxWeight);
+  for (let j = 0; j < info.values; j++) {
+    const delta = lanes[j]! / k;
+    const sent = plan.attack === 'sign-flip' ? -plan.scale * delta : plan.attack === 'scale' ? plan.scale * delta : plan.sigma * normal(rand);
+    lanes[j] = Math.round(Math.max(-clip, Math.min(clip, sent)) * k);
+  }
 }
 
 export type FaultOutcome = 'ok' | 'dropout' | 'straggler';

@@ -3,6 +3,9 @@
  * seeded by the scenario seed and the names of what is being decided (site, round, stage), never from a shared
  * stream: a draw does not depend on the order in which other draws happened, so runs reproduce exactly.
  */
+import { createHash } from 'node:crypto';
+import type { Entropy } from '../protocol/crypto/entropy.ts';
+import { ed25519KeyPairFromSeed } from '../protocol/crypto/identity.ts';
 import { seededRandom } from '../site-agent/data/split.ts';
 
 export type Rand = () => number;
@@ -74,4 +77,18 @@ export function permutation(n: number, rand: Rand): Int32Array {
     p[j] = t;
   }
   return p;
+}
+
+/**
+ * The seeded stand-in for the OS CSPRNG that the production coordinator and site agents accept for simulations
+ * only (protocol/crypto/entropy.ts): stochastic rounding, DP noise and sampling, secure-aggregation session ids and
+ * graphs. Each purpose gets its own key, SHA-256 of the seed and the purpose, so no draw depends on another's order.
+ */
+export function seededEntropy(seed: number): Entropy {
+  return (purpose) => new Uint8Array(createHash('sha256').update(`cohort-sim-entropy-v1\n${seed}\n${purpose}`).digest());
+}
+
+/** A virtual site's Ed25519 identity, from the seed and its name (the same on every run). */
+export function virtualIdentity(seed: number, site: string): { publicKey: Uint8Array; secretKey: Uint8Array } {
+  return ed25519KeyPairFromSeed(new Uint8Array(createHash('sha256').update(`cohort-sim-identity-v1\n${seed}\n${site}`).digest()));
 }

@@ -8,7 +8,8 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { CohortError } from '../protocol/errors.ts';
-import { ModelSpecSchema, StrategySpecSchema } from '../protocol/messages.ts';
+import { DpSettingsSchema, ModelSpecSchema, StrategySpecSchema } from '../protocol/messages.ts';
+import { SecureAggregationSettingsSchema } from '../protocol/secagg-messages.ts';
 import { FaultsSchema, MaliciousSchema } from './faults.ts';
 import { PartitionSchema } from './partition.ts';
 
@@ -58,6 +59,15 @@ export const ScenarioSchema = z.strictObject({
   evaluation: z.strictObject({ holdoutFraction: z.number().min(0.05).max(0.5).default(0.25) }).prefault({}),
   faults: FaultsSchema.prefault({}),
   malicious: MaliciousSchema.prefault({}),
+  /**
+   * The study manifest's `privacy`, run by the production code: `secureAggregation` (default on, as in a real
+   * study; `false`, or an object of its settings) and `dp` (differential privacy: mode, clip, noiseMultiplier or
+   * targetEpsilon, delta, ...). Robust strategies (median, trimmed mean, Krum) need secure aggregation off.
+   */
+  privacy: z.strictObject({
+    secureAggregation: z.union([z.boolean(), SecureAggregationSettingsSchema.strict()]).default(true),
+    dp: DpSettingsSchema.strict().optional(),
+  }).prefault({}),
   /** Run the loss-threshold membership-inference attack on the final model. */
   membershipInference: z.boolean().default(true),
   /** Site policy of every virtual site (site.json's `policy`); signatures are not required in simulations. */
@@ -88,7 +98,8 @@ export function setPath(obj: Record<string, unknown>, path: string, value: unkno
   let o = obj;
   for (const k of keys.slice(0, -1)) {
     const next = o[k];
-    if (next === undefined || next === null) o[k] = {};
+    // `true` stands for "on, with the defaults" (secureAggregation): setting one of its fields keeps it on.
+    if (next === undefined || next === null || next === true) o[k] = {};
     else if (typeof next !== 'object' || Array.isArray(next)) throw invalid(`"${path}": ${k} is not an object`);
     o = o[k] as Record<string, unknown>;
   }
@@ -112,6 +123,15 @@ function splitValues(text: string): string[] {
   return out.map((s) => s.trim());
 }
 
+/** Short spellings of scenario keys: `dp.noiseMultiplier` is `privacy.dp.noiseMultiplier`, and so on. */
+const ALIASES: [string, string][] = [['dp', 'privacy.dp'], ['secureAggregation', 'privacy.secureAggregation']];
+
+/** The canonical dotted path of a flag or sweep key. */
+export function canonicalKey(key: string): string {
+  for (const [short, full] of ALIASES) if (key === short || key.startsWith(`${short}.`)) return full + key.slice(short.length);
+  return key;
+}
+
 export interface Sweep {
   key: string;
   values: unknown[];
@@ -121,7 +141,7 @@ export interface Sweep {
 export function parseAssignment(text: string, many: boolean): Sweep {
   const eq = text.indexOf('=');
   if (eq <= 0 || eq === text.length - 1) throw invalid(`"${text}" is not key=${many ? 'v1,v2,...' : 'value'}`);
-  const key = text.slice(0, eq).trim();
+  const key = canonicalKey(text.slice(0, eq).trim());
   const values = (many ? splitValues(text.slice(eq + 1)) : [text.slice(eq + 1).trim()]).map(parseValue);
   if (values.some((v) => v === '')) throw invalid(`"${text}" has an empty value`);
   return { key, values };

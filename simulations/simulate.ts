@@ -2,10 +2,10 @@
  * A whole simulation: every sweep setting in turn on one pool of worker threads, with progress, then the results
  * (and, with `out`, the report folder).
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { failedSetting, runSetting, type RoundSummary, type SettingResult } from './run-simulation.ts';
+import { checkSetting, failedSetting, runSetting, type RoundSummary, type SettingResult } from './run-simulation.ts';
 import type { Setting, Sweep } from './scenario.ts';
 import { SitePool, defaultWorkers } from './site-pool.ts';
 import type { Table } from './dataset.ts';
@@ -40,14 +40,28 @@ export interface SimulateOptions {
   checkpointsDir?: string;
 }
 
+/** Site folders (approvals, read at every task): on a RAM disk where there is a writable one, thousands of tiny files. */
+function scratchDir(): string {
+  if (existsSync('/dev/shm')) {
+    try {
+      return mkdtempSync(join('/dev/shm', 'cohort-sim-'));
+    } catch {
+      // not writable here: use the temp folder
+    }
+  }
+  return mkdtempSync(join(tmpdir(), 'cohort-sim-'));
+}
+
 export async function simulate(settings: readonly Setting[], opts: SimulateOptions = {}): Promise<SimulationResult> {
   const first = settings[0];
   if (!first) throw new Error('simulate needs at least one setting');
+  // Refusals a coordinator makes at study creation stop the whole simulation before anything runs.
+  for (const setting of settings) checkSetting(setting);
   const startedAt = new Date();
   const maxSites = Math.max(...settings.map((s) => s.scenario.sites));
   const workers = Math.min(opts.workers ?? first.scenario.workers ?? defaultWorkers(), Math.max(1, maxSites));
   const pool = SitePool.start(workers);
-  const workDir = mkdtempSync(join(tmpdir(), 'cohort-sim-'));
+  const workDir = scratchDir();
   const tables = new Map<string, Promise<Table>>();
   const results: SettingResult[] = [];
   try {

@@ -1,6 +1,6 @@
 /**
  * Worker threads that host the virtual sites (main-thread side). Sites are pinned to workers, balanced by row
- * count, because a site keeps state between tasks (its data split, approvals; later its secure-aggregation keys and
+ * count, because a site keeps state between tasks (its data split, approvals, secure-aggregation sessions and
  * privacy accountant). Model frames go to the workers as one SharedArrayBuffer per distinct frame (read by every
  * worker, copied by none), updates come back as transferred buffers.
  */

@@ -1,24 +1,26 @@
 /**
  * A simulation worker thread: hosts many virtual sites, each a production `SiteAgent` whose data source is its
  * in-memory partition and that keeps no ledger. Tasks run one at a time per worker, through `SiteAgent.handle()`:
- * the same validation, policy, approval check and training code a hospital runs. Malicious sites tamper with the
- * update after the agent produced it.
+ * the same validation, policy, approval check, secure aggregation, differential privacy and training code a hospital
+ * runs, with the simulation's seeded entropy (protocol/crypto/entropy.ts). Malicious sites tamper with the update
+ * after the agent produced it, or under secure aggregation with its quantized lanes before the agent masks them.
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parentPort } from 'node:worker_threads';
-import nacl from 'tweetnacl';
 import * as tf from '@tensorflow/tfjs';
 import pino from 'pino';
 import { decodeTensors, encodeTensors } from '../protocol/codec.ts';
 import { CohortError } from '../protocol/errors.ts';
-import type { Reply, Task, TrainResult } from '../protocol/messages.ts';
+import type { MaskedTrainResult, Reply, Task, TrainResult } from '../protocol/messages.ts';
 import { SiteAgent } from '../site-agent/agent.ts';
 import { Approvals } from '../site-agent/approvals.ts';
 import { SiteConfigSchema } from '../site-agent/config.ts';
 import { selectBackend } from '../site-agent/training/backends.ts';
 import { exampleLosses, modelWith } from './attacks/membership.ts';
-import { attackUpdate, type AttackPlan } from './faults.ts';
+import type { QuantizedTransform } from '../site-agent/mods/secagg.ts';
+import { attackLanes, attackUpdate, type AttackPlan } from './faults.ts';
+import { seededEntropy } from './rng.ts';
 import { MatrixSource } from './matrix-source.ts';
 import type { FromWorker, InitMessage, LossesMessage, SiteLosses, TaskMessage, ToWorker, WorkerSite } from './worker-protocol.ts';
 
@@ -37,8 +39,8 @@ interface VirtualSite {
 
 let sites = new Map<string, VirtualSite>();
 let current: InitMessage | undefined;
-// Virtual sites do not authenticate or sign a ledger: one throwaway identity serves them all.
-const identity = nacl.sign.keyPair();
+/** The round of the task being handled (tasks run one at a time per worker), for seeded attacks on lanes. */
+let taskRound = 0;
 
 function sourceOf(site: VirtualSite, dataset: string, split: { holdoutFraction: number; seed: number }): MatrixSource {
   if (dataset !== current?.dataset) throw new CohortError('COHORT_ERR_SITE_DATASET_UNKNOWN', `this site has no dataset "${dataset}"`);
@@ -55,16 +57,23 @@ function init(msg: InitMessage): number {
   current = msg;
   sites = new Map();
   const log = pino({ level: msg.logLevel, base: { worker: true } }, pino.destination(2));
+  const entropy = seededEntropy(msg.seed);
+  const plan = msg.attack;
   for (const s of msg.sites) {
     const dir = join(msg.runDir, s.name);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     new Approvals(dir).decide(msg.approval.studyId, 'approved', 'simulation', undefined, msg.approval.manifestHash);
     const config = SiteConfigSchema.parse({ name: s.name, coordinator: 'http://simulation.invalid/', policy: msg.policy });
     const site: VirtualSite = { init: s, agent: undefined as unknown as SiteAgent, sources: new Map() };
+    // Under secure aggregation a malicious site attacks its quantized update before the agent masks it.
+    const attack: QuantizedTransform | undefined = s.malicious && plan
+      ? { headroom: 0, apply: (lanes, info) => attackLanes(plan, lanes, info, msg.seed, s.name, taskRound) } : undefined;
     site.agent = new SiteAgent({
-      dir, config, identity, log: log.child({ site: s.name }), ledger: false,
-      sourceFor: (dataset, split) => sourceOf(site, dataset, split),
+      dir, config, identity: { secretKey: s.secretKey, publicKey: s.secretKey.slice(32) }, log: log.child({ site: s.name }), ledger: false,
+      sourceFor: (dataset, split) => sourceOf(site, dataset, split), entropy, ...(attack ? { quantizedTransform: attack } : {}),
     });
+    // What a real agent learns from the coordinator when it authenticates.
+    site.agent.siteId = s.id;
     sites.set(s.name, site);
   }
   return sites.size;
@@ -74,10 +83,15 @@ async function runTask(msg: TaskMessage): Promise<{ value: Reply<unknown>; trans
   const site = sites.get(msg.site);
   if (!site) throw new Error(`no virtual site ${msg.site} on this worker`);
   const task = (msg.weights ? { ...msg.task, weights: new Uint8Array(msg.weights) } : msg.task) as Task;
+  taskRound = task.round;
   const reply = await site.agent.handle(task);
   const plan: AttackPlan | null = current?.attack ?? null;
   if (reply.ok && task.kind === 'train') {
-    const data = reply.data as TrainResult;
+    const data = reply.data as TrainResult | MaskedTrainResult;
+    if ('masked' in data) {
+      const m = data.masked;
+      return { value: reply, transfer: m.byteOffset === 0 && m.byteLength === m.buffer.byteLength && m.buffer instanceof ArrayBuffer ? [m.buffer] : [] };
+    }
     if (site.init.malicious && plan) {
       const global = decodeTensors(task.weights);
       data.weights = encodeTensors(attackUpdate(plan, global, decodeTensors(data.weights), current!.seed, site.init.name, task.round));

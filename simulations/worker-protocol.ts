@@ -9,6 +9,10 @@ import type { ScalingStats } from './matrix-source.ts';
 
 export interface WorkerSite {
   name: string;
+  /** The site's id at the coordinator (`virtual:<name>`), as a real agent learns it when it authenticates. */
+  id: string;
+  /** Its Ed25519 identity (tweetnacl form), seeded; the coordinator's store holds the public half. */
+  secretKey: Uint8Array;
   /** Raw row-major values (NaN where missing), the site's labels and table row ids. */
   x: Float64Array;
   y: Int32Array;

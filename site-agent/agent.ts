@@ -17,7 +17,7 @@ import { CohortError, toWireError, type ErrorCode, type WireError } from '../pro
 import { SITE_NAMESPACE, type AuthAck, type ClientToServerEvents, type HelloAck, type ServerToClientEvents } from '../protocol/events.ts';
 import {
   TaskSchema, challengeMessage, parseMessage, type DescribeResult, type EvaluateResult, type Reply,
-  type MaskedTrainResult, type StatsResult, type StudyManifest, type Task, type TrainResult,
+  type MaskedTrainResult, type StatsResult, type StudyManifest, type Task, type TrainResult, type TrainTask,
 } from '../protocol/messages.ts';
 import { decodeTensors, encodeTensors } from '../protocol/codec.ts';
 import { weightShapes } from '../protocol/models.ts';
@@ -38,6 +38,8 @@ import {
   secureAggregationSettings, type SecAggAdvertiseResult, type SecAggShareResult, type SecAggUnmaskResult,
 } from '../protocol/secagg-messages.ts';
 import { flatDelta } from '../protocol/crypto/quantize.ts';
+import type { Entropy } from '../protocol/crypto/entropy.ts';
+import { keyedUniform, type Uniform } from '../protocol/privacy/noise.ts';
 import { checkCoordinatorCertificate, readCa, tlsRefusal } from './tls-trust.ts';
 
 type ClientSocket = Socket<ServerToClientEvents, ClientToServerEvents>;
@@ -65,6 +67,11 @@ export interface AgentOptions {
    * differential privacy, which adds integer noise here. See site-agent/mods/secagg.ts and docs/privacy.md.
    */
   quantizedTransform?: QuantizedTransform;
+  /**
+   * Simulations only: a seeded source for stochastic rounding and DP-SGD's sampling and noise, so runs reproduce
+   * (protocol/crypto/entropy.ts). Absent (always, for a real site): the OS CSPRNG.
+   */
+  entropy?: Entropy;
 }
 
 /** Approximate size on the wire: binary fields at their length, the rest as JSON. */
@@ -98,7 +105,7 @@ export class SiteAgent {
 
   constructor(private readonly opts: AgentOptions) {
     this.ready.catch(() => undefined);
-    this.secagg = new SecAggClient({ ...(opts.quantizedTransform ? { transform: opts.quantizedTransform } : {}), warn: (msg, details) => opts.log.warn(details, msg) });
+    this.secagg = new SecAggClient({ ...(opts.quantizedTransform ? { transform: opts.quantizedTransform } : {}), ...(opts.entropy ? { entropy: opts.entropy } : {}), warn: (msg, details) => opts.log.warn(details, msg) });
     this.approvals = new Approvals(opts.dir);
     this.ledger = opts.ledger === false ? undefined : new Ledger(join(opts.dir, 'ledger.jsonl'), opts.identity.secretKey);
     this.dp = new SiteDp(opts.ledger === false ? undefined : opts.dir, opts.config.policy);
@@ -329,7 +336,7 @@ export class SiteAgent {
       const out = dp?.record
         // Under record-level DP neither the training loss nor the exact count may leave: both are functions of the
         // data that no noise protects. The count goes out rounded, as in the schema report.
-        ? { ...(await trainDpSgd(task.model, global, data, { ...fit, clip: dp.settings.clip, noiseMultiplier: dp.record.noiseMultiplier, microbatch: dp.settings.microbatch, averageIterates: dp.settings.averageIterates })), trainLoss: 0 }
+        ? { ...(await trainDpSgd(task.model, global, data, { ...fit, clip: dp.settings.clip, noiseMultiplier: dp.record.noiseMultiplier, microbatch: dp.settings.microbatch, averageIterates: dp.settings.averageIterates, ...this.dpUniform(task) })), trainLoss: 0 }
         : await train(task.model, global, data, { ...fit, seed: task.seed + task.round, ...(task.proximalMu ? { proximalMu: task.proximalMu } : {}) });
       if (!Number.isFinite(out.trainLoss)) throw new CohortError('COHORT_ERR_SITE_TRAINING_FAILED', 'training diverged (loss is not finite)');
       const released = dp ? this.dp.release(dp, global, out.weights) : undefined;
@@ -352,6 +359,12 @@ export class SiteAgent {
     // per-site value it reports.
     const minCellCount = this.opts.config.policy.minCellCount;
     return { counts: { ...await evaluate(task.model, global, holdout, { minCellCount }), minCellCount } };
+  }
+
+  /** DP-SGD's uniform source: the CSPRNG unless a simulation injected seeded entropy. */
+  private dpUniform(task: TrainTask): { uniform?: Uniform } {
+    const e = this.opts.entropy;
+    return e ? { uniform: keyedUniform(e(`dp-sgd|${task.studyId}|${task.round}|${this.opts.config.name}|${task.secagg?.sessionId ?? ''}`)) } : {};
   }
 
   /** Stages 1, 2 and 4 of secure aggregation; the site policy's minimum travels with them. */

@@ -15,7 +15,8 @@ import type { Tensor } from '../../protocol/codec.ts';
 import { CohortError, type WireError } from '../../protocol/errors.ts';
 import type { DpSettings, TrainPrivacy } from '../../protocol/messages.ts';
 import { epsilonOf } from '../../protocol/privacy/accountant.ts';
-import { gaussianNoise, type Uniform } from '../../protocol/privacy/noise.ts';
+import { gaussianNoise, keyedUniform, type Uniform } from '../../protocol/privacy/noise.ts';
+import type { Entropy } from '../../protocol/crypto/entropy.ts';
 import { clientRoundPlan, distributedMechanism, distributedRoundPlan, type DistributedRoundPlan } from '../../protocol/privacy/plan.ts';
 import { secureAggregationSettings } from '../../protocol/secagg-messages.ts';
 import { sessionShape } from '../../protocol/crypto/session.ts';
@@ -110,7 +111,12 @@ export function distributedPlanFor(manifest: StudyRecord['manifest'], sites: num
 }
 
 export class CoordinatorDp {
-  constructor(private readonly uniform?: Uniform) {}
+  /** `entropy`: simulations only, a seeded noise source per study and round; default the OS CSPRNG. */
+  constructor(private readonly entropy?: Entropy) {}
+
+  private noise(studyId: string, round: number): [Uniform] | [] {
+    return this.entropy ? [keyedUniform(this.entropy(`dp-central|${studyId}|${round}`))] : [];
+  }
 
   /**
    * Before a round: a coded error when the study must not run it: a mode this version cannot run, a strategy
@@ -205,8 +211,9 @@ export class CoordinatorDp {
     }
     const noiseStd = plan.updateNoiseMultiplier * clip;
     const n = results.length;
+    const source = this.noise(study.id, round);
     const mean: Tensor[] = global.map((t, k) => {
-      const noise = gaussianNoise(t.data.length, noiseStd, ...(this.uniform ? [this.uniform] : []));
+      const noise = gaussianNoise(t.data.length, noiseStd, ...source);
       const s = sum[k]!;
       return { shape: [...t.shape], data: Float32Array.from(t.data, (g, i) => g + (s[i]! + noise[i]!) / n) };
     });
@@ -216,7 +223,7 @@ export class CoordinatorDp {
       // Andrew et al. 2021: the count of sites within the clip, centred (sensitivity 1/2) and noised, moves the clip
       // geometrically toward the target quantile of update norms.
       const centred = results.reduce((acc, r) => acc + ((reports.get(r.site)?.withinClip ?? false) ? 0.5 : -0.5), 0);
-      const noisy = centred + (gaussianNoise(1, plan.bitNoiseStd, ...(this.uniform ? [this.uniform] : []))[0] ?? 0);
+      const noisy = centred + (gaussianNoise(1, plan.bitNoiseStd, ...source)[0] ?? 0);
       withinClipFraction = Math.min(1, Math.max(0, noisy / n + 0.5));
       nextClip = clip * Math.exp(-dp.adaptiveClipping.learningRate * (withinClipFraction - dp.adaptiveClipping.targetQuantile));
     }

@@ -31,6 +31,7 @@ import type { z } from 'zod';
 import { manifestHash } from '../../protocol/signing.ts';
 import { CoordinatorDp, distributedPlanFor, type ClientRoundPrivacy } from '../privacy/study-privacy.ts';
 import { runLeaveOneSiteOut } from './leave-one-site-out.ts';
+import type { Entropy } from '../../protocol/crypto/entropy.ts';
 
 export interface RunnerDeps {
   store: Store;
@@ -43,6 +44,11 @@ export interface RunnerDeps {
    * Absent: this runner alone runs every study.
    */
   lease?: (studyId: string) => Promise<StudyLease | undefined>;
+  /**
+   * Simulations only: a seeded source for secure-aggregation session ids and graphs and for central DP noise, so a
+   * run reproduces (protocol/crypto/entropy.ts). Absent (always, for a real coordinator): the OS CSPRNG.
+   */
+  entropy?: Entropy;
 }
 
 class Stopped extends Error {}
@@ -74,9 +80,11 @@ const ATTEMPT_FAILURES: ReadonlySet<string> = new Set([
 export class StudyRunner {
   private readonly active = new Map<string, { stop: boolean; done: Promise<void> }>();
   /** Differential privacy: gate, clip, noisy aggregate and epsilon records (coordinator/privacy). */
-  private readonly dp = new CoordinatorDp();
+  private readonly dp: CoordinatorDp;
 
-  constructor(private readonly deps: RunnerDeps) {}
+  constructor(private readonly deps: RunnerDeps) {
+    this.dp = new CoordinatorDp(deps.entropy);
+  }
 
   isRunning(studyId: string): boolean {
     return this.active.has(studyId);
@@ -361,7 +369,7 @@ export class StudyRunner {
       let trained: Trained;
       try {
         trained = secagg
-          ? await this.trainSecure(study, round, sites, global, globalBytes, secagg, strategy, priorRounds)
+          ? await this.trainSecure(study, round, attempt, sites, global, globalBytes, secagg, strategy, priorRounds)
           : await this.trainPlain(study, round, sites, globalBytes, shapes, maxBytes, strategy, priorRounds);
       } catch (err) {
         // A secure-aggregation attempt that cannot finish reveals nothing and stores nothing; the round is retried.
@@ -419,7 +427,8 @@ export class StudyRunner {
       if (strategy.state) await checkpoints.saveState(study.id, round, strategy.state());
       await checkpoints.save(study.id, round, next);
       await store.completeRound(record);
-      const dpAfter = this.dp.studyPrivacy(study, store.listRounds(study.id));
+      // (Only with DP: listing the rounds copies every round's per-site records.)
+      const dpAfter = study.manifest.privacy.dp ? this.dp.studyPrivacy(study, store.listRounds(study.id)) : undefined;
       if (dpAfter) await store.updateStudy(study.id, { privacy: dpAfter });
       log.info({ studyId: study.id, round, sites: record.participants.length, auc: record.pooled.auc, accuracy: record.pooled.accuracy }, 'round completed');
       this.emit({ type: 'round', studyId: study.id, round, status: 'completed' });
@@ -472,7 +481,7 @@ export class StudyRunner {
    * Training under secure aggregation (SecAgg+): the coordinator only ever holds masked vectors and their sum,
    * and hands the strategy the example-weighted mean (coordinator/secure-aggregation/).
    */
-  private async trainSecure(study: StudyRecord, round: number, sites: readonly OnlineSite[], global: Tensor[], globalBytes: Uint8Array, settings: SecureAggregationSettings, strategy: Strategy, priorRounds: readonly RoundRecord[]): Promise<Trained> {
+  private async trainSecure(study: StudyRecord, round: number, attempt: number, sites: readonly OnlineSite[], global: Tensor[], globalBytes: Uint8Array, settings: SecureAggregationSettings, strategy: Strategy, priorRounds: readonly RoundRecord[]): Promise<Trained> {
     // Refused at study creation already (coordinator/secure-aggregation/study-check.ts); checked again here.
     checkSecureAggregationStudy(study.manifest);
     if (strategy.requires !== 'sum') {
@@ -488,6 +497,7 @@ export class StudyRunner {
     const res = await secureTrain({
       transport: this.deps.transport, log: this.deps.log, sites: members, settings, global, maxWeight, minSurvivors: p.minSites,
       base: () => this.baseTask(study, round), deadlineMs: p.roundDeadlineMs, ...(plan ? { distributed: plan } : {}),
+      ...(this.deps.entropy ? { entropy: { source: this.deps.entropy, label: `${study.id}|${round}|${attempt}` } } : {}),
       train: {
         model: study.model!, weights: globalBytes, localEpochs: t.localEpochs, batchSize: t.batchSize, optimizer: t.optimizer,
         learningRate: t.learningRate, participants: members.length, ...this.scaling(study), ...strategy.trainConfig?.(), ...this.dp.trainFields(study, round, priorRounds, plan),

@@ -23,6 +23,7 @@ import {
   type SecAggInput, type SecAggSession, type SecureAggregationSettings,
 } from '../../protocol/secagg-messages.ts';
 import { agree, agreementPublicKey } from '../../protocol/crypto/agreement.ts';
+import type { Entropy } from '../../protocol/crypto/entropy.ts';
 import { isConnected, neighbourGraph, neighbourhood } from '../../protocol/crypto/graph.ts';
 import { addLanes, addMask } from '../../protocol/crypto/prg.ts';
 import { checkHeadroom } from '../../protocol/crypto/quantize.ts';
@@ -71,6 +72,12 @@ export interface SecureSumRequest<S extends z.ZodType<{ masked: Uint8Array }>> {
   /** Schema of the stage-3 reply; `masked` holds the lanes, little-endian. */
   inputSchema: S;
   inputDeadlineMs: number;
+  /**
+   * Source of the session id and neighbour-graph seed, asked under `label` (unique per session: study, round,
+   * attempt). Default the OS CSPRNG; simulations pass a seeded one so a run's graph, and so its recoveries,
+   * reproduce (protocol/crypto/entropy.ts).
+   */
+  entropy?: { source: Entropy; label: string };
 }
 
 export interface SecureSumResult<S extends z.ZodType<{ masked: Uint8Array }>> {
@@ -113,10 +120,11 @@ export async function runSecureSum<S extends z.ZodType<{ masked: Uint8Array }>>(
   const shape = sessionShape(settings, n);
   checkHeadroom(n, { bits: settings.quantizationBits, maxWeight: req.maxWeight }, req.headroom ?? 0);
   const need = Math.max(shape.threshold, req.minSurvivors);
+  const draw = (purpose: string): Buffer => Buffer.from(req.entropy ? req.entropy.source(`${purpose}|${req.entropy.label}`) : randomBytes(32));
   const session: SecAggSession = {
-    sessionId: randomBytes(16).toString('hex'),
+    sessionId: draw('secagg-session').subarray(0, 16).toString('hex'),
     roster: req.sites.map((s) => ({ siteId: s.id, identityKey: s.identityKey })),
-    threshold: shape.threshold, degree: shape.degree, graphSeed: randomBytes(32).toString('hex'),
+    threshold: shape.threshold, degree: shape.degree, graphSeed: draw('secagg-graph').toString('hex'),
     vectorLength: req.vectorLength, clip: settings.clip, quantizationBits: settings.quantizationBits, maxWeight: req.maxWeight,
   };
   const first = req.base();
@@ -205,7 +213,8 @@ export async function runSecureSum<S extends z.ZodType<{ masked: Uint8Array }>>(
   let addMs = 0;
   const u3 = await stage(u2, 'masked-input', (i, base) => req.inputTask(req.sites[i]!, base, {
     sessionId: session.sessionId,
-    shares: u2.filter((j) => sent.get(j)!.has(i)).map((j) => ({ from: req.sites[j]!.id, box: sent.get(j)!.get(i)! })),
+    // Only neighbours seal boxes for i (graph lists are sorted, as u2 is): O(k) per site, not O(n).
+    shares: graph[i]!.filter((j) => inU2.has(j) && sent.get(j)!.has(i)).map((j) => ({ from: req.sites[j]!.id, box: sent.get(j)!.get(i)! })),
   }), req.inputSchema, req.inputDeadlineMs, (i, r) => {
     const t0 = performance.now();
     addLanes(acc, lanesOf(r.masked, req.vectorLength));
@@ -217,7 +226,7 @@ export async function runSecureSum<S extends z.ZodType<{ masked: Uint8Array }>>(
   const inU3 = new Set(u3);
   if (!isConnected(graph, u3)) throw abort('COHORT_ERR_SECAGG_DISCONNECTED', 'the surviving sites do not form a connected neighbour graph', { survivors: u3.length });
   for (const i of u3) {
-    if (![...inU3].some((j) => j !== i && linked(i, j))) {
+    if (!graph[i]!.some((j) => inU3.has(j) && linked(i, j))) {
       throw abort('COHORT_ERR_SECAGG_DISCONNECTED', `site ${req.sites[i]!.name} has no surviving linked neighbour`);
     }
   }
@@ -278,7 +287,7 @@ export async function runSecureSum<S extends z.ZodType<{ masked: Uint8Array }>>(
     addMask(acc, selfSeed(b, hash), -1);
   }
   for (const v of lost) {
-    const partners = u3.filter((u) => linked(u, v));
+    const partners = graph[v]!.filter((u) => inU3.has(u) && linked(u, v));
     if (partners.length === 0) continue;
     const shares = keyShares.get(v) ?? [];
     if (shares.length < t) {

@@ -14,7 +14,7 @@ import { applyDelta, decodeTrainingLanes } from '../../protocol/crypto/quantize.
 import { decodeDistributedLanes } from '../../protocol/privacy/distributed.ts';
 import type { DistributedRoundPlan } from '../../protocol/privacy/plan.ts';
 import type { Transport } from '../transport/transport.ts';
-import { runSecureSum, type SecureSumDrop, type SecureSumSite, type TaskBase } from './secure-sum.ts';
+import { runSecureSum, type SecureSumDrop, type SecureSumRequest, type SecureSumSite, type TaskBase } from './secure-sum.ts';
 
 /** The fields of a `train` task other than the base and the secure-aggregation input. */
 export type TrainFields = Omit<TrainTask, keyof TaskBase | 'kind' | 'secagg'>;
@@ -36,6 +36,8 @@ export interface SecureTrainRequest {
    * survivors' updates plus the sites' noise.
    */
   distributed?: DistributedRoundPlan;
+  /** See `SecureSumRequest.entropy` (simulations only). */
+  entropy?: SecureSumRequest<typeof MaskedTrainResultSchema>['entropy'];
 }
 
 export interface SecureTrainResult {
@@ -74,6 +76,7 @@ export async function secureTrain(req: SecureTrainRequest): Promise<SecureTrainR
     minSurvivors: req.minSurvivors, base: req.base, inputSchema: MaskedTrainResultSchema, inputDeadlineMs: req.deadlineMs,
     ...(plan ? { headroom: plan.headroom } : {}),
     inputTask: (_site, base, secagg): TrainTask => ({ kind: 'train', ...base, ...req.train, secagg }),
+    ...(req.entropy ? { entropy: req.entropy } : {}),
   });
   // A sum that did not unmask cleanly shows in the weight lane: it must lie between one and maxWeight per survivor
   // (exactly one per survivor under client-distributed DP).

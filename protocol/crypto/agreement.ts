@@ -22,18 +22,27 @@ function badKey(why: string): CohortError {
 }
 
 // Importing a key into OpenSSL costs more than the agreement itself, and a site uses each of its keys with every
-// neighbour: cache the imported key per byte array (by identity, so no secret becomes a map key, and the entry
-// goes when the array does). Callers never mutate key arrays.
+// neighbour: cache the imported private key per byte array (by identity, so no secret becomes a map key, and the
+// entry goes when the array does). Callers never mutate key arrays. Public keys are cached by content (they are
+// public), so a key that arrives again in another message is not imported again: where many parties share a
+// process (simulations, the bench) each advertised key is imported once, not once per neighbour.
 const imported = new WeakMap<Uint8Array, KeyObject>();
+const publicKeys = new Map<string, KeyObject>();
 
 function publicKeyObject(raw: Uint8Array): KeyObject {
   if (!(raw instanceof Uint8Array) || raw.length !== KEY_BYTES) throw badKey('public key must be 32 bytes');
   let k = imported.get(raw);
   if (k) return k;
-  try {
-    k = createPublicKey({ key: Buffer.concat([SPKI_PREFIX, raw]), format: 'der', type: 'spki' });
-  } catch {
-    throw badKey('public key refused');
+  const hex = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength).toString('hex');
+  k = publicKeys.get(hex);
+  if (!k) {
+    try {
+      k = createPublicKey({ key: Buffer.concat([SPKI_PREFIX, raw]), format: 'der', type: 'spki' });
+    } catch {
+      throw badKey('public key refused');
+    }
+    if (publicKeys.size >= 50_000) publicKeys.clear();
+    publicKeys.set(hex, k);
   }
   imported.set(raw, k);
   return k;

@@ -106,11 +106,26 @@ function permutation(n: number, seed: Uint8Array): number[] {
   return p;
 }
 
+// The last few graphs by (n, k, seed): every party of a session derives the same one, and where many share a
+// process (simulations, the bench) it is built once instead of once per site. Callers never mutate a graph.
+const graphs = new Map<string, number[][]>();
+
 /**
  * Neighbour lists (sorted site indices, self excluded) of the random Harary graph H(k, n) drawn from `seed`.
- * `k >= n - 1` gives the complete graph; `k` must be even otherwise.
+ * `k >= n - 1` gives the complete graph; `k` must be even otherwise. The result is shared: do not mutate it.
  */
 export function neighbourGraph(n: number, k: number, seed: Uint8Array): number[][] {
+  const key = `${n}|${k}|${Buffer.from(seed.buffer, seed.byteOffset, seed.byteLength).toString('hex')}`;
+  let g = graphs.get(key);
+  if (!g) {
+    g = buildGraph(n, k, seed);
+    if (graphs.size >= 8) graphs.delete(graphs.keys().next().value!);
+    graphs.set(key, g);
+  }
+  return g;
+}
+
+function buildGraph(n: number, k: number, seed: Uint8Array): number[][] {
   if (!Number.isInteger(n) || n < 1) throw new RangeError('n must be a positive integer');
   if (k >= n - 1) return Array.from({ length: n }, (_, i) => Array.from({ length: n }, (_, j) => j).filter((j) => j !== i));
   if (k < 2 || k % 2 !== 0) throw new RangeError('degree must be even and at least 2 when the graph is not complete');

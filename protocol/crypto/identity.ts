@@ -21,9 +21,17 @@ function publicKeyObject(raw: Uint8Array): KeyObject {
   return obj;
 }
 
+// A site signs with the same identity key every round: import it once per key array (by identity, so the secret is
+// never a map key, and the entry goes with the array).
+const privateKeys = new WeakMap<Uint8Array, KeyObject>();
+
 export function ed25519Sign(secretKey: Uint8Array, message: Uint8Array): Uint8Array {
   if (secretKey.length !== 64) throw new TypeError('Ed25519 secret key must be 64 bytes (seed || public key)');
-  const key = createPrivateKey({ key: Buffer.concat([PKCS8_PREFIX, secretKey.subarray(0, 32)]), format: 'der', type: 'pkcs8' });
+  let key = privateKeys.get(secretKey);
+  if (!key) {
+    key = createPrivateKey({ key: Buffer.concat([PKCS8_PREFIX, secretKey.subarray(0, 32)]), format: 'der', type: 'pkcs8' });
+    privateKeys.set(secretKey, key);
+  }
   return new Uint8Array(sign(null, message, key));
 }
 
@@ -35,4 +43,16 @@ export function ed25519Verify(publicKey: Uint8Array, message: Uint8Array, signat
   } catch {
     return false;
   }
+}
+
+/** The tweetnacl-form key pair (64-byte secret key: seed || public key) of a 32-byte Ed25519 seed. */
+export function ed25519KeyPairFromSeed(seed: Uint8Array): { publicKey: Uint8Array; secretKey: Uint8Array } {
+  if (seed.length !== 32) throw new TypeError('Ed25519 seed must be 32 bytes');
+  const key = createPrivateKey({ key: Buffer.concat([PKCS8_PREFIX, seed]), format: 'der', type: 'pkcs8' });
+  const spki = createPublicKey(key).export({ format: 'der', type: 'spki' });
+  const publicKey = new Uint8Array(spki.subarray(spki.length - 32));
+  const secretKey = new Uint8Array(64);
+  secretKey.set(seed);
+  secretKey.set(publicKey, 32);
+  return { publicKey, secretKey };
 }

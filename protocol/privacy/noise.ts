@@ -9,7 +9,7 @@
  * - Skellam noise (distributed DP under secure aggregation, Agarwal et al. 2021): the difference of two Poisson
  *   draws, integer-valued, added to a site's quantized update modulo 2^32 so that it survives the modular sum.
  */
-import { randomFillSync } from 'node:crypto';
+import { createCipheriv, randomFillSync } from 'node:crypto';
 import { logGamma } from './special.ts';
 
 /** A source of uniform doubles in [0, 1). */
@@ -26,6 +26,29 @@ export function secureUniform(): Uniform {
     }
     const hi = words[at++]! >>> 5; // 27 bits
     const lo = words[at++]! >>> 6; // 26 bits
+    return (hi * 67108864 + lo) / 9007199254740992;
+  };
+}
+
+/**
+ * Uniform doubles in [0, 1) from a 32-byte key: the ChaCha20 keystream read as 53-bit values. The same key gives
+ * the same stream. Only for callers that were handed an injected `Entropy` (simulations); production noise uses
+ * `secureUniform`.
+ */
+export function keyedUniform(key: Uint8Array): Uniform {
+  if (!(key instanceof Uint8Array) || key.length !== 32) throw new TypeError('keyedUniform: key must be 32 bytes');
+  const cipher = createCipheriv('chacha20', key, Buffer.alloc(16));
+  const zero = Buffer.alloc(8192);
+  let words = new Uint32Array(0);
+  let at = 0;
+  return () => {
+    if (at >= words.length) {
+      const block = cipher.update(zero);
+      words = new Uint32Array(block.buffer.slice(block.byteOffset, block.byteOffset + block.byteLength));
+      at = 0;
+    }
+    const hi = words[at++]! >>> 5;
+    const lo = words[at++]! >>> 6;
     return (hi * 67108864 + lo) / 9007199254740992;
   };
 }

@@ -5,7 +5,7 @@
  */
 import type { SettingResult } from '../run-simulation.ts';
 import type { SimulationResult } from '../simulate.ts';
-import { barChart, colorAt, domainOf, esc, legend, lineChart, stripPlot, type Series } from './svg.ts';
+import { barChart, colorAt, domainOf, esc, fmt, legend, lineChart, stripPlot, type Series } from './svg.ts';
 
 const HONEST = '#4e79a7';
 const MALICIOUS = '#e15759';
@@ -43,10 +43,14 @@ svg .reflabel { font-size:11px; fill:#52606d; }
 .legend i { display:inline-block; width:18px; height:4px; border-radius:2px; }
 .legend i.dashed { background-image:linear-gradient(90deg,#fff 50%,transparent 50%) !important; background-size:6px 4px; }
 table { border-collapse:collapse; width:100%; font-size:13px; }
-th, td { text-align:right; padding:6px 10px; border-bottom:1px solid var(--line); white-space:nowrap; }
+th, td { text-align:right; padding:6px 8px; border-bottom:1px solid var(--line); white-space:nowrap; }
+.scroll { overflow-x:auto; }
 th { color:var(--muted); font-weight:600; background:#fafbfc; }
-th:first-child, td:first-child { text-align:left; white-space:normal; }
+th:first-child, td:first-child { text-align:left; white-space:normal; min-width:200px; overflow-wrap:anywhere; }
+td.priv { text-align:left; color:var(--muted); font-size:12px; white-space:normal; min-width:110px; }
 td .sw { display:inline-block; width:10px; height:10px; border-radius:2px; margin-right:8px; vertical-align:-1px; }
+table.summary td:first-child .sw { position:absolute; left:8px; top:12px; margin:0; }
+table.summary td:first-child { position:relative; padding-left:26px; }
 tr.failed td { color:#9b2c2c; }
 .best { font-weight:700; }
 .tag { display:inline-block; font-size:11px; padding:1px 7px; border-radius:999px; background:#fde8e8; color:#9b2c2c; margin-left:6px; }
@@ -66,14 +70,14 @@ function summaryTable(r: SimulationResult): string {
     const status = s.status === 'completed' ? '' : `<span class="tag">${esc(s.error?.code ?? 'failed')}</span>`;
     return `<tr class="${s.status === 'completed' ? '' : 'failed'}"${s.error ? ` title="${esc(s.error.message)}"` : ''}>
 <td><span class="sw" style="background:${colorAt(i)}"></span>${esc(s.label)}${status}</td>
-<td>${esc(s.strategy)}</td><td>${s.sites.length}${malicious ? ` <span class="note">(${malicious} malicious)</span>` : ''}</td>
+<td>${esc(s.strategy)}</td><td class="priv">${esc(privacyText(s))}</td><td>${s.sites.length}${malicious ? ` <span class="note">(${malicious} malicious)</span>` : ''}</td>
 <td${f && f.accuracy === bestAcc ? ' class="best"' : ''}>${pct(f?.accuracy)}</td><td>${dec(f?.auc)}</td><td>${dec(f?.loss)}</td>
-<td>${dec(s.membership?.auc)}</td><td>${dec(s.membership?.threshold?.advantage)}</td><td>${s.epsilon === null ? '–' : dec(s.epsilon, 2)}</td>
+<td>${dec(s.membership?.auc)}</td><td>${dec(s.membership?.threshold?.advantage)}</td><td>${epsText(s)}</td>
 <td>${s.rounds.length}</td><td>${fails || '–'}</td><td>${ms(s.durationMs)}</td></tr>`;
   });
-  return `<table><thead><tr><th>setting</th><th>strategy</th><th>sites</th><th>accuracy</th><th>AUC</th><th>loss</th>
+  return `<div class="scroll"><table class="summary"><thead><tr><th>setting</th><th>strategy</th><th title="secure aggregation (k: neighbours per site) and differential privacy (σ: noise multiplier)">privacy</th><th>sites</th><th>accuracy</th><th>AUC</th><th>loss</th>
 <th title="membership-inference attack AUC (0.5: nothing learned)">MIA AUC</th><th title="Yeom et al. membership advantage TPR − FPR">MIA adv.</th>
-<th>ε</th><th>rounds</th><th title="site failures over all rounds">failures</th><th>time</th></tr></thead><tbody>${rows.join('')}</tbody></table>`;
+<th title="privacy spent: ε at δ (∞: DP without noise; –: no DP)">ε</th><th>rounds</th><th title="site failures over all rounds">failures</th><th>time</th></tr></thead><tbody>${rows.join('')}</tbody></table></div>`;
 }
 
 function perRound(r: SimulationResult): string {
@@ -88,13 +92,18 @@ function perRound(r: SimulationResult): string {
 ${lineChart({ ...common, title: 'Pooled hold-out accuracy', yLabel: 'accuracy', series: series((x) => x.accuracy), yFormat: (v) => `${Math.round(v * 1000) / 10}%` })}
 ${lineChart({ ...common, title: 'Pooled hold-out AUC', yLabel: 'AUC', series: series((x) => x.auc) })}
 ${lineChart({ ...common, title: 'Pooled hold-out loss (cross-entropy)', yLabel: 'loss', series: series((x) => x.loss) })}
-${lineChart({ ...common, title: 'Training loss (example-weighted, as reported by sites)', yLabel: 'loss', series: series((x) => x.trainLoss) })}
+${ok.some(({ s }) => s.rounds.some((x) => x.trainLoss !== null))
+    ? lineChart({ ...common, title: 'Training loss (example-weighted, as reported by sites)', yLabel: 'loss', series: series((x) => x.trainLoss) })
+    : '<p class="note">No training loss: under record-level differential privacy sites do not report one (it is a function of their data that no noise protects).</p>'}
 </div>`;
 }
 
+/** Swept keys that move a setting along the epsilon axis rather than making another line. */
+const EPSILON_KEYS = new Set(['privacy.dp.noiseMultiplier', 'privacy.dp.targetEpsilon']);
+
 /** Settings grouped by every swept key except `x`; each group becomes one line against `x`. */
 function groupsAgainst(r: SimulationResult, x: (s: SettingResult) => number | null, xKey: string | null): { name: string; settings: SettingResult[] }[] {
-  const others = r.sweeps.map((s) => s.key).filter((k) => k !== xKey && !k.startsWith('dp.'));
+  const others = r.sweeps.map((s) => s.key).filter((k) => k !== xKey && !(xKey === null && EPSILON_KEYS.has(k)));
   const groups = new Map<string, SettingResult[]>();
   for (const s of r.settings) {
     if (x(s) === null || !s.final) continue;
@@ -104,35 +113,85 @@ function groupsAgainst(r: SimulationResult, x: (s: SettingResult) => number | nu
   return [...groups.entries()].map(([name, settings]) => ({ name, settings: settings.sort((a, b) => x(a)! - x(b)!) }));
 }
 
+/** The privacy a setting ran with, in a few words. */
+function privacyText(s: SettingResult): string {
+  const p = s.privacy;
+  const parts = [p.secureAggregation ? `SecAgg${s.final?.secureAggregation ? ` k ${s.final.secureAggregation.degree}` : ''}` : 'no SecAgg'];
+  if (p.dp !== 'none') {
+    const how = p.dp === 'record' ? 'DP-SGD' : p.dp === 'client-central' ? 'central DP' : 'distributed DP';
+    parts.push(`${how}${p.noiseMultiplier !== null ? ` σ ${p.noiseMultiplier}` : ''}${p.targetEpsilon !== null ? ` target ε ${p.targetEpsilon}` : ''}`);
+  }
+  return parts.join(' · ');
+}
+
+/** ε as shown: a number, ∞ for DP without a finite bound (noise 0), – without DP. */
+const epsText = (s: SettingResult): string => (s.epsilon !== null ? dec(s.epsilon, 2) : s.privacy.dp !== 'none' ? '∞' : '–');
+
 function utility(r: SimulationResult): string {
-  const withEps = r.settings.some((s) => s.epsilon !== null);
+  const withEps = r.settings.some((s) => s.privacy.dp !== 'none');
+  // Against epsilon takes at least two settings that reached a model; one alone gets the bars below.
+  if (withEps && r.settings.filter((s) => s.final).length >= 2) return utilityAgainstEpsilon(r);
   const numericKey = r.sweeps.find((s) => s.values.length > 1 && s.values.every((v) => typeof v === 'number'))?.key ?? null;
-  if (!withEps && !numericKey) {
+  if (withEps || !numericKey) {
     const bars = (pick: (s: SettingResult) => number | null | undefined) => r.settings.map((s, i) => ({ label: s.label, value: pick(s) ?? null, color: colorAt(i), note: s.status === 'completed' ? '' : s.error?.code ?? 'failed' }));
     return `<h2>Final utility by setting</h2>
-<p class="note">No setting used differential privacy and no numeric parameter was swept, so the final round's utility is shown per setting. With DP, this section plots utility against the privacy spent (ε).</p>
+<p class="note">${withEps ? 'One setting: its privacy spent (ε) is in the summary. A sweep (e.g. <code>--sweep dp.noiseMultiplier=0,1,4</code>) plots utility against ε here.'
+    : 'No setting used differential privacy and no numeric parameter was swept, so the final round\'s utility is shown per setting. With DP, this section plots utility against the privacy spent (ε).'}</p>
 ${barChart({ title: 'Final pooled accuracy', xLabel: 'accuracy', bars: bars((s) => s.final?.accuracy), domain: [0, 1], format: (v) => `${(v * 100).toFixed(1)}%` })}
 ${barChart({ title: 'Final pooled AUC', xLabel: 'AUC', bars: bars((s) => s.final?.auc), domain: [0, 1], refLine: { x: 0.5, label: '0.5 = chance' } })}`;
   }
-  const xOf = (s: SettingResult): number | null => (withEps ? s.epsilon : (s.overrides[numericKey!] as number));
-  const xName = withEps ? 'ε (privacy spent)' : numericKey!;
-  const groups = groupsAgainst(r, xOf, withEps ? null : numericKey);
+  const xOf = (s: SettingResult): number | null => s.overrides[numericKey!] as number;
+  const groups = groupsAgainst(r, xOf, numericKey);
   const lines = (pick: (s: SettingResult) => number | null | undefined): Series[] => groups.map((g, i) => ({
     name: g.name, color: colorAt(i), points: g.settings.map((s) => [xOf(s)!, pick(s) ?? null] as [number, number | null]),
   }));
-  const xs = groups.flatMap((g) => g.settings.map(xOf)).filter((v): v is number => v !== null);
-  const logX = withEps && xs.every((v) => v > 0) && Math.max(...xs) / Math.min(...xs) > 20;
-  const xt = [...new Set(xs)].sort((a, b) => a - b);
-  const common = { xLabel: xName, xTicks: logX ? xt.map(Math.log10) : xt, logX };
-  return `<h2>Utility against ${withEps ? 'epsilon' : esc(numericKey!)}</h2>
-<p class="note">${withEps ? 'Final utility against the privacy spent (ε at the study\'s δ): lower ε means stronger privacy.'
-    : `No setting used differential privacy, so utility is plotted against the swept parameter <code>${esc(numericKey!)}</code>; with DP, this section plots it against ε.`}</p>
-${legend(groups.map((g, i) => ({ label: g.name, color: colorAt(i) })))}
+  const xt = [...new Set(groups.flatMap((g) => g.settings.map(xOf)).filter((v): v is number => v !== null))].sort((a, b) => a - b);
+  return `<h2>Utility against ${esc(numericKey!)}</h2>
+<p class="note">No setting used differential privacy, so utility is plotted against the swept parameter <code>${esc(numericKey!)}</code>; with DP, this section plots it against ε.</p>
+${utilityCharts(r, groups, lines, { xLabel: numericKey!, xTicks: xt })}`;
+}
+
+function utilityCharts(r: SimulationResult, groups: { name: string }[], lines: (pick: (s: SettingResult) => number | null | undefined) => Series[], common: { xLabel: string; xTicks: number[]; xFormat?: (v: number) => string; xDomain?: [number, number] }): string {
+  return `${legend(groups.map((g, i) => ({ label: g.name, color: colorAt(i) })))}
 <div class="grid2">${lineChart({ ...common, title: 'Final pooled accuracy', yLabel: 'accuracy', series: lines((s) => s.final?.accuracy), yFormat: (v) => `${Math.round(v * 1000) / 10}%` })}
 ${lineChart({ ...common, title: 'Final pooled AUC', yLabel: 'AUC', series: lines((s) => s.final?.auc) })}
 ${lineChart({ ...common, title: 'Membership-inference attack AUC', yLabel: 'attack AUC', series: lines((s) => s.membership?.auc), refLines: [{ y: 0.5, label: '0.5 = no leak' }],
     // At least 0.2 tall, so noise around 0.5 does not look like a trend.
     yDomain: domainOf([0.5, ...r.settings.map((s) => s.membership?.auc ?? 0.5)], { minSpan: 0.2, floor: 0, ceil: 1 }) })}</div>`;
+}
+
+/**
+ * Utility and attack AUC against epsilon. A setting without a finite epsilon (noise multiplier 0, or no DP in a
+ * sweep that has some) sits at the right edge, at "∞". A wide range of epsilons is drawn on a log axis.
+ */
+function utilityAgainstEpsilon(r: SimulationResult): string {
+  const done = r.settings.filter((s) => s.final);
+  if (done.length === 0) return '<h2>Utility against epsilon</h2><p class="note">No setting completed a round.</p>';
+  const finite = done.map((s) => s.epsilon).filter((v): v is number => v !== null && v > 0);
+  const logX = finite.length > 1 && Math.max(...finite) / Math.min(...finite) > 20;
+  const t = (v: number) => (logX ? Math.log10(v) : v);
+  const lo = finite.length ? Math.min(...finite.map(t)) : 0;
+  const hi = finite.length ? Math.max(...finite.map(t)) : 1;
+  const span = hi - lo || (logX ? 1 : Math.max(1, hi));
+  const inf = hi + Math.max(span * 0.18, logX ? 0.3 : 0);
+  const hasInf = done.some((s) => s.epsilon === null);
+  const xOf = (s: SettingResult): number => (s.epsilon === null ? inf : t(s.epsilon));
+  const groups = groupsAgainst(r, (s) => xOf(s), null);
+  const lines = (pick: (s: SettingResult) => number | null | undefined): Series[] => groups.map((g, i) => ({
+    name: g.name, color: colorAt(i), points: g.settings.map((s) => [xOf(s), pick(s) ?? null] as [number, number | null]),
+  }));
+  const ticks = [...new Set(done.map(xOf))].sort((a, b) => a - b);
+  const xFormat = (v: number) => (Math.abs(v - inf) < 1e-9 && hasInf ? '∞' : fmt(logX ? Math.pow(10, v) : v, 2));
+  const rows = [...r.settings].sort((a, b) => (a.epsilon ?? Infinity) - (b.epsilon ?? Infinity)).map((s) => {
+    const range = s.privacy.perSiteRange;
+    return `<tr><td>${esc(s.label)}</td><td>${s.privacy.noiseMultiplier ?? '–'}</td><td>${epsText(s)}</td><td>${range ? `${dec(range[0], 2)}–${dec(range[1], 2)}` : '–'}</td>
+<td>${pct(s.final?.accuracy)}</td><td>${dec(s.final?.auc)}</td><td>${dec(s.membership?.auc)}</td><td>${dec(s.membership?.threshold?.advantage)}</td></tr>`;
+  });
+  const first = r.settings.find((s) => s.privacy.delta !== null);
+  return `<h2>Utility against epsilon</h2>
+<p class="note">Final utility, and the membership-inference attack's AUC on the final model, against the privacy spent: ε at δ = ${first ? esc(String(first.privacy.delta)) : '–'}${first?.privacy.level === 'record' ? ', record level (each patient), the largest of the sites\' own accountants' : first?.privacy.level === 'client' ? ', client level (each site\'s whole contribution)' : ''}. Lower ε is stronger privacy${logX ? '; ε is on a log scale' : ''}.${hasInf ? ' ∞: no finite bound (no noise, or no DP), drawn at the right edge.' : ''}</p>
+${utilityCharts(r, groups, lines, { xLabel: 'ε (privacy spent; lower is more private)', xTicks: ticks, xFormat, xDomain: [Math.min(...ticks) - span * 0.04, Math.max(...ticks) + span * 0.04] })}
+<table><thead><tr><th>setting (most private first)</th><th title="noise standard deviation over the clip">σ</th><th>ε</th><th title="smallest and largest of the sites' own ε">ε per site</th><th>accuracy</th><th>AUC</th><th>attack AUC</th><th>attack adv.</th></tr></thead><tbody>${rows.join('')}</tbody></table>`;
 }
 
 function membership(r: SimulationResult): string {

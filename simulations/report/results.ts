@@ -18,14 +18,15 @@ const csv = (rows: unknown[][]): string => rows.map((r) => r.map(csvCell).join('
 /** One row per setting and round, with the setting's swept values and its final privacy figures on every row. */
 export function resultsCsv(r: SimulationResult): string {
   const keys = r.sweeps.map((s) => s.key);
-  const header = ['setting', ...keys, 'strategy', 'status', 'round', 'accuracy', 'auc', 'loss', 'train_loss', 'participants', 'failures',
+  const header = ['setting', ...keys, 'strategy', 'secure_aggregation', 'dp', 'status', 'round', 'accuracy', 'auc', 'loss', 'train_loss', 'participants', 'failures',
     'membership_auc', 'membership_advantage', 'epsilon', 'duration_ms'];
   const rows: unknown[][] = [header];
   for (const s of r.settings) {
     const common = (round: (typeof s.rounds)[number] | undefined) => [
-      s.label, ...keys.map((k) => s.overrides[k]), s.strategy, s.status, round?.round, round?.accuracy, round?.auc, round?.loss, round?.trainLoss,
+      s.label, ...keys.map((k) => s.overrides[k]), s.strategy, s.privacy.secureAggregation, s.privacy.dp, s.status, round?.round, round?.accuracy, round?.auc, round?.loss, round?.trainLoss,
       round?.participants, round ? Object.values(round.failures).reduce((a, b) => a + b, 0) : undefined,
-      s.membership?.auc, s.membership?.threshold?.advantage, s.epsilon, round?.durationMs,
+      // DP without a finite bound (noise 0) is `inf`; no DP leaves the cell empty.
+      s.membership?.auc, s.membership?.threshold?.advantage, s.epsilon ?? (s.privacy.dp !== 'none' ? 'inf' : null), round?.durationMs,
     ];
     if (s.rounds.length === 0) rows.push(common(undefined));
     for (const round of s.rounds) rows.push(common(round));

@@ -11,7 +11,7 @@ export function esc(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 }
 
-const fmt = (v: number, digits = 3): string => (Math.abs(v) >= 1000 || (v !== 0 && Math.abs(v) < 0.001) ? v.toExponential(1) : String(+v.toFixed(digits)));
+export const fmt = (v: number, digits = 3): string => (Math.abs(v) >= 1000 || (v !== 0 && Math.abs(v) < 0.001) ? v.toExponential(1) : String(+v.toFixed(digits)));
 
 /** About `count` round tick values covering [lo, hi] (1, 2, 5 times a power of ten). */
 export function ticks(lo: number, hi: number, count = 5): number[] {
@@ -113,7 +113,8 @@ export function lineChart(o: {
     }
     if (!many) {
       for (const p of pts) {
-        parts.push(`<circle cx="${sx(tx(p[0])).toFixed(1)}" cy="${sy(p[1]).toFixed(1)}" r="3.2" fill="${s.color}" stroke="#fff" stroke-width="1"><title>${esc(`${s.name}\n${o.xLabel} ${fmt(p[0], 4)}: ${o.yLabel} ${fmt(p[1], 4)}`)}</title></circle>`);
+        const xText = o.xFormat ? o.xFormat(tx(p[0])) : fmt(p[0], 4);
+        parts.push(`<circle cx="${sx(tx(p[0])).toFixed(1)}" cy="${sy(p[1]).toFixed(1)}" r="3.2" fill="${s.color}" stroke="#fff" stroke-width="1"><title>${esc(`${s.name}\n${o.xLabel} ${xText}: ${o.yLabel} ${fmt(p[1], 4)}`)}</title></circle>`);
       }
     }
   }

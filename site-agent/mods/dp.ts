@@ -175,11 +175,14 @@ export class SiteDp {
     acc.compose(event);
     const other = this.budget.accountant(task.studyId, task.dataset, level === 'record' ? 'client' : 'record');
     const eps = (a: RdpAccountant) => a.epsilon(settings.delta).epsilon;
+    // Without noise (noiseMultiplier 0) epsilon has no bound; a wire number cannot be infinite, so the field is left
+    // out (the approved manifest's noiseMultiplier 0 says why).
+    const finite = <K extends string>(key: K, v: number): Partial<Record<K, number>> => (Number.isFinite(v) ? { [key]: v } as Record<K, number> : {});
     const report: TrainPrivacy = {
       mode: settings.mode as TrainPrivacy['mode'], delta: settings.delta,
-      ...(level === 'record' ? { recordEpsilon: eps(acc) } : { clientEpsilon: eps(acc) }),
-      ...(other.events.length ? (level === 'record' ? { clientEpsilon: eps(other) } : { recordEpsilon: eps(other) }) : {}),
-      nextRoundEpsilon: acc.epsilonIf(event, settings.delta).epsilon,
+      ...(level === 'record' ? finite('recordEpsilon', eps(acc)) : finite('clientEpsilon', eps(acc))),
+      ...(other.events.length ? (level === 'record' ? finite('clientEpsilon', eps(other)) : finite('recordEpsilon', eps(other))) : {}),
+      ...finite('nextRoundEpsilon', acc.epsilonIf(event, settings.delta).epsilon),
       ...(record ? { noiseMultiplier: record.noiseMultiplier, sampleRate: record.sampleRate, steps: record.steps } : {}),
     };
     return { settings, level, ...(record ? { record } : {}), ...(clip !== undefined ? { clip } : {}), ...(distributed && settings.mode === 'client-distributed' ? { distributed: true } : {}), report };

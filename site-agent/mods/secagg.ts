@@ -20,10 +20,12 @@ import type {
   SecAggAdvertiseResult, SecAggInput, SecAggSession, SecAggShareResult, SecAggUnmaskResult, SecureAggregationSettings,
 } from '../../protocol/secagg-messages.ts';
 import { agree, generateAgreementKeyPair, type AgreementKeyPair } from '../../protocol/crypto/agreement.ts';
+import type { Entropy } from '../../protocol/crypto/entropy.ts';
 import { isConnected, neighbourGraph, neighbourhood } from '../../protocol/crypto/graph.ts';
 import { addMask } from '../../protocol/crypto/prg.ts';
 import { checkHeadroom, checkLaneBounds, encodeTrainingLanes, laneBound, type QuantizeParams } from '../../protocol/crypto/quantize.ts';
 import { checkDistributedLanes, encodeDistributedLanes } from '../../protocol/privacy/distributed.ts';
+import { keyedUniform } from '../../protocol/privacy/noise.ts';
 import type { DistributedRoundPlan } from '../../protocol/privacy/plan.ts';
 import { boxKey, decodeSharePayload, encodeSharePayload, openBox, sealBox } from '../../protocol/crypto/seal.ts';
 import {
@@ -77,6 +79,9 @@ interface Peer {
   index: number;
   cPk: Uint8Array;
   sPk: Uint8Array;
+  /** X25519 with our c and s keys, computed once when the peer is checked (secrets: wiped at unmask). */
+  cShared: Uint8Array;
+  sShared: Uint8Array;
 }
 
 interface SessionState {
@@ -104,6 +109,22 @@ interface SessionState {
 }
 
 const SESSION_TTL_MS = 6 * 3600_000;
+
+// Every site of a session checks the same survivor list against the same graph (neighbourGraph shares one object
+// per session); where many sites share a process (simulations) the O(n k) search runs once, not once per site.
+const connectivity = new WeakMap<readonly (readonly number[])[], Map<string, boolean>>();
+function survivorsConnected(graph: readonly (readonly number[])[], nodes: number[]): boolean {
+  let memo = connectivity.get(graph);
+  if (!memo) connectivity.set(graph, (memo = new Map()));
+  const key = nodes.join(',');
+  let ok = memo.get(key);
+  if (ok === undefined) {
+    ok = isConnected(graph, nodes);
+    if (memo.size >= 16) memo.clear();
+    memo.set(key, ok);
+  }
+  return ok;
+}
 const MAX_SESSIONS = 16;
 
 const fail = (code: ConstructorParameters<typeof CohortError>[0], message: string, details?: Record<string, unknown>) => new CohortError(code, message, details);
@@ -111,7 +132,11 @@ const fail = (code: ConstructorParameters<typeof CohortError>[0], message: strin
 export class SecAggClient {
   private readonly sessions = new Map<string, SessionState>();
 
-  constructor(private readonly opts: { transform?: QuantizedTransform; now?: () => number; warn?: (msg: string, details: Record<string, unknown>) => void } = {}) {}
+  /**
+   * `entropy`: source of the stochastic-rounding keys; default the OS CSPRNG. Simulations pass a seeded one so runs
+   * reproduce (protocol/crypto/entropy.ts); keys, masks and shares always use the CSPRNG.
+   */
+  constructor(private readonly opts: { transform?: QuantizedTransform; now?: () => number; warn?: (msg: string, details: Record<string, unknown>) => void; entropy?: Entropy } = {}) {}
 
   private now(): number {
     return this.opts.now?.() ?? Date.now();
@@ -203,15 +228,17 @@ export class SecAggClient {
         this.opts.warn?.('neighbour advertisement does not verify; excluded', { sessionId: task.sessionId, peer: p.siteId, code: 'COHORT_ERR_SECAGG_BAD_SIGNATURE' });
         continue;
       }
+      let cShared: Uint8Array;
+      let sShared: Uint8Array;
       try {
         // Both keys must give a usable shared secret; a low-order or malformed key excludes the peer.
-        agree(st.c.privateKey, cPk);
-        agree(st.s.privateKey, sPk);
+        cShared = agree(st.c.privateKey, cPk);
+        sShared = agree(st.s.privateKey, sPk);
       } catch (err) {
         rejected.push({ siteId: p.siteId, code: err instanceof CohortError ? err.code : 'COHORT_ERR_SECAGG_BAD_KEY' });
         continue;
       }
-      st.peers.set(p.siteId, { index: j, cPk, sPk });
+      st.peers.set(p.siteId, { index: j, cPk, sPk, cShared, sShared });
     }
     if (st.peers.size + 1 < session.threshold) {
       this.sessions.delete(task.sessionId);
@@ -227,7 +254,7 @@ export class SecAggClient {
     const myId = session.roster[me]!.siteId;
     const shares: SecAggShareResult['shares'] = [];
     for (const [peerId, p] of st.peers) {
-      const key = boxKey(agree(st.c.privateKey, p.cPk), hash, myId, peerId);
+      const key = boxKey(p.cShared, hash, myId, peerId);
       shares.push({ to: peerId, box: b64(sealBox(key, encodeSharePayload({ owner: me, holder: p.index, ...shareAt(p.index) }))) });
       st.sentTo.add(peerId);
     }
@@ -262,12 +289,14 @@ export class SecAggClient {
       throw fail('COHORT_ERR_SECAGG_CONFIG', `session expects ${st.session.vectorLength} lanes; this model gives ${delta.length + 2}`);
     }
     const params = this.params(st);
+    const rounding = this.opts.entropy?.(`secagg-rounding|${st.studyId}|${st.round}|${st.session.roster[st.me]!.siteId}|${sessionId}`);
     if (st.distributed) {
-      const lanes = encodeDistributedLanes(delta, st.distributed);
+      // Conditional rounding and the site's Skellam noise: the OS CSPRNG in production, seeded only in simulations.
+      const lanes = encodeDistributedLanes(delta, st.distributed, ...(rounding ? [keyedUniform(rounding)] : []));
       checkDistributedLanes(lanes, st.distributed, laneBound(params.bits));
       return lanes;
     }
-    const lanes = encodeTrainingLanes(delta, trainLoss, numExamples, params);
+    const lanes = encodeTrainingLanes(delta, trainLoss, numExamples, params, ...(rounding ? [rounding] : []));
     const t = this.opts.transform;
     if (t) t.apply(lanes, { values: delta.length, params, sites: st.session.roster.length });
     checkLaneBounds(lanes, params, t?.headroom ?? 0);
@@ -291,7 +320,7 @@ export class SecAggClient {
       // A box from a site we did not send one to is not a link: that site does not mask against us either.
       if (!p || !st.sentTo.has(peerId) || linked.has(peerId)) continue;
       linked.add(peerId);
-      const opened = openBox(boxKey(agree(st.c.privateKey, p.cPk), hash, peerId, myId), fromB64(box));
+      const opened = openBox(boxKey(p.cShared, hash, peerId, myId), fromB64(box));
       const payload = opened && decodeSharePayload(opened);
       if (!payload || payload.owner !== p.index || payload.holder !== me) {
         // Still linked (the peer masks against us), but we cannot help rebuild its secrets.
@@ -307,7 +336,7 @@ export class SecAggClient {
     addMask(out, selfSeed(st.b!, hash), 1);
     for (const peerId of linked) {
       const p = st.peers.get(peerId)!;
-      addMask(out, pairSeed(agree(st.s.privateKey, p.sPk), hash, myId, peerId), maskSign(me, p.index));
+      addMask(out, pairSeed(p.sShared, hash, myId, peerId), maskSign(me, p.index));
     }
     st.linked = linked;
     st.held = held;
@@ -341,7 +370,7 @@ export class SecAggClient {
     if (![...st.linked].some((x) => survivors.has(x))) {
       throw fail('COHORT_ERR_SECAGG_DISCONNECTED', 'no neighbour this site masked against survived; unmasking would reveal this site alone');
     }
-    if (!isConnected(graph, [...survivors].map((x) => index.get(x)!))) {
+    if (!survivorsConnected(graph, [...survivors].map((x) => index.get(x)!))) {
       throw fail('COHORT_ERR_SECAGG_DISCONNECTED', 'the survivors do not form a connected neighbour graph');
     }
     const selfShares: SecAggUnmaskResult['selfShares'] = [];
@@ -360,6 +389,14 @@ export class SecAggClient {
     // Done: forget every secret of this session; a second unmask request finds stage 'done' and is refused.
     st.stage = 'done';
     st.held.clear();
+    for (const p of st.peers.values()) {
+      p.cShared.fill(0);
+      p.sShared.fill(0);
+    }
+    // What remains is a tombstone that refuses a replay; the roster and graph (large with many sites) can go.
+    st.peers.clear();
+    st.graph = [];
+    st.session = { ...st.session, roster: [] };
     delete st.b;
     delete st.own;
     st.c = { publicKey: st.c.publicKey, privateKey: new Uint8Array(32) };

@@ -12,6 +12,7 @@ import { decodeDistributedLanes } from '../../protocol/privacy/distributed.ts';
 import { SecureAggregationSettingsSchema, type SecureAggregationSettings } from '../../protocol/secagg-messages.ts';
 import { manifestHash } from '../../protocol/signing.ts';
 import { decodeTrainingLanes } from '../../protocol/crypto/quantize.ts';
+import type { Entropy } from '../../protocol/crypto/entropy.ts';
 import { SecAggClient, type SecAggIdentity } from '../../site-agent/mods/secagg.ts';
 import { runSecureSum, type SecAggStage, type SecureSumSite } from '../../coordinator/secure-aggregation/secure-sum.ts';
 import { MemoryTransport } from '../../coordinator/transport/memory-transport.ts';
@@ -118,7 +119,7 @@ export function wire(sites: readonly SimSite[], settings: SecureAggregationSetti
 let taskCounter = 0;
 
 /** Runs one secure training round over `sites`; returns the decoded mean and the raw result. */
-export async function secureRound(sites: readonly SimSite[], opts: { settings?: Partial<SecureAggregationSettings>; dropAt?: ReadonlyMap<number, SecAggStage>; maxWeight?: number; minSurvivors?: number; run?: (r: HarnessRun) => void; dp?: DpSettings } = {}) {
+export async function secureRound(sites: readonly SimSite[], opts: { settings?: Partial<SecureAggregationSettings>; dropAt?: ReadonlyMap<number, SecAggStage>; maxWeight?: number; minSurvivors?: number; run?: (r: HarnessRun) => void; dp?: DpSettings; entropy?: Entropy } = {}) {
   const settings = SecureAggregationSettingsSchema.parse({ stageDeadlineMs: 5000, ...opts.settings });
   const manifest = manifestFor(opts.settings ?? {});
   const run = wire(sites, settings, manifest, opts.dropAt, opts.dp);
@@ -136,6 +137,7 @@ export async function secureRound(sites: readonly SimSite[], opts: { settings?: 
       localEpochs: 1, batchSize: 1, optimizer: 'adam', learningRate: 0.1, participants: sites.length, secagg,
     }),
     inputSchema: MaskedTrainResultSchema, inputDeadlineMs: 5000,
+    ...(opts.entropy ? { entropy: { source: opts.entropy, label: 'harness' } } : {}),
   });
   const decoded = plan
     ? { ...decodeDistributedLanes(result.sum, plan, result.survivors.length), meanLoss: 0 }

@@ -1,6 +1,11 @@
 import { describe, expect, it } from 'vitest';
+import nacl from 'tweetnacl';
 import type { Tensor } from '../../protocol/codec.ts';
-import { FaultPlan, FaultsSchema, attackPlan, attackUpdate, maliciousSites, MaliciousSchema } from '../../simulations/faults.ts';
+import { FaultPlan, FaultsSchema, attackLanes, attackPlan, attackUpdate, maliciousSites, MaliciousSchema } from '../../simulations/faults.ts';
+import { encodeTrainingLanes, decodeTrainingLanes } from '../../protocol/crypto/quantize.ts';
+import { keyedUniform } from '../../protocol/privacy/noise.ts';
+import { seededEntropy, virtualIdentity } from '../../simulations/rng.ts';
+import { ed25519Sign, ed25519Verify } from '../../protocol/crypto/identity.ts';
 import { siteNames } from '../../simulations/partition.ts';
 
 const t = (...v: number[]): Tensor[] => [{ shape: [v.length], data: Float32Array.from(v) }];
@@ -56,5 +61,62 @@ describe('injected faults', () => {
     expect(Math.abs(mean)).toBeLessThan(0.15);
     expect(sd).toBeGreaterThan(1.85);
     expect(sd).toBeLessThan(2.15);
+  });
+
+  it('should attack the quantized lanes under secure aggregation as it attacks plain updates, within the clip', () => {
+    const p = { clip: 8, bits: 22, maxWeight: 100 };
+    const delta = [0.5, -1, 3, 0];
+    const lanes = encodeTrainingLanes(delta, 0.3, 40, p, new Uint8Array(32).fill(1));
+    const loss = lanes[4];
+    const info = { values: 4, params: p };
+    const flip = Int32Array.from(lanes);
+    attackLanes(attackPlan(MaliciousSchema.parse({ fraction: 0.1, attack: 'sign-flip', scale: 2 })), flip, info, 1, 's', 1);
+    // One site's decoded lanes are its delta: reversed and doubled, the 3 clipped at 8; loss and weight lanes untouched.
+    const back = (l: Int32Array) => Array.from(decodeTrainingLanes(l, p).meanDelta);
+    back(flip).forEach((v, i) => expect(v).toBeCloseTo([-1, 2, -6, 0][i]!, 4));
+    expect([flip[4], flip[5]]).toEqual([loss, 40]);
+    const boost = Int32Array.from(lanes);
+    attackLanes(attackPlan(MaliciousSchema.parse({ fraction: 0.1, attack: 'scale' })), boost, info, 1, 's', 1);
+    back(boost).forEach((v, i) => expect(v).toBeCloseTo([5, -8, 8, 0][i]!, 4));
+    const noise = Int32Array.from(lanes);
+    attackLanes(attackPlan(MaliciousSchema.parse({ fraction: 0.1, attack: 'noise', sigma: 0.5 })), noise, info, 1, 's', 1);
+    const again = Int32Array.from(lanes);
+    attackLanes(attackPlan(MaliciousSchema.parse({ fraction: 0.1, attack: 'noise', sigma: 0.5 })), again, info, 1, 's', 1);
+    expect(again).toEqual(noise); // seeded by (seed, site, round)
+    expect(back(noise)).not.toEqual(back(lanes));
+  });
+});
+
+describe('seeded randomness for the production code in simulations', () => {
+  it('should give each purpose its own 32-byte key, the same for the same seed and purpose only', () => {
+    const e = seededEntropy(7);
+    expect(e('a')).toHaveLength(32);
+    expect(Buffer.from(e('a')).equals(Buffer.from(seededEntropy(7)('a')))).toBe(true);
+    expect(Buffer.from(e('a')).equals(Buffer.from(e('b')))).toBe(false);
+    expect(Buffer.from(e('a')).equals(Buffer.from(seededEntropy(8)('a')))).toBe(false);
+  });
+
+  it('should draw uniforms from a key reproducibly and evenly (ChaCha20 keystream)', () => {
+    const draw = (key: Uint8Array, n: number) => { const u = keyedUniform(key); return Array.from({ length: n }, () => u()); };
+    const k = seededEntropy(1)('u');
+    const a = draw(k, 20_000);
+    expect(draw(k, 20_000)).toEqual(a);
+    expect(draw(seededEntropy(2)('u'), 5)).not.toEqual(a.slice(0, 5));
+    expect(Math.min(...a)).toBeGreaterThanOrEqual(0);
+    expect(Math.max(...a)).toBeLessThan(1);
+    const mean = a.reduce((x, y) => x + y, 0) / a.length;
+    expect(Math.abs(mean - 0.5)).toBeLessThan(0.01);
+    const below = a.filter((v) => v < 0.1).length / a.length;
+    expect(Math.abs(below - 0.1)).toBeLessThan(0.01);
+  });
+
+  it('should give each virtual site a stable Ed25519 identity that signs and verifies', () => {
+    const id = virtualIdentity(3, 'site-01');
+    expect(Buffer.from(virtualIdentity(3, 'site-01').secretKey).equals(Buffer.from(id.secretKey))).toBe(true);
+    expect(Buffer.from(virtualIdentity(3, 'site-02').publicKey).equals(Buffer.from(id.publicKey))).toBe(false);
+    const msg = new TextEncoder().encode('hello');
+    expect(ed25519Verify(id.publicKey, msg, ed25519Sign(id.secretKey, msg))).toBe(true);
+    // The same key pair tweetnacl derives from the seed (the agent's identity format).
+    expect(Buffer.from(nacl.sign.keyPair.fromSeed(id.secretKey.slice(0, 32)).secretKey).equals(Buffer.from(id.secretKey))).toBe(true);
   });
 });

@@ -10,6 +10,9 @@ import { SecureAggregationSettingsSchema } from '../../protocol/secagg-messages.
 import { sessionShape } from '../../protocol/crypto/session.ts';
 import { neighbourGraph } from '../../protocol/crypto/graph.ts';
 import { makeSimSites, manifestFor, maxAbsDiff, plaintextMean, secureRound } from '../helpers/secagg-harness.ts';
+import { SecAggClient } from '../../site-agent/mods/secagg.ts';
+import type { Entropy } from '../../protocol/crypto/entropy.ts';
+import { seededEntropy } from '../../simulations/rng.ts';
 
 const STAGES: SecAggStage[] = ['secagg-advertise', 'secagg-share', 'masked-input', 'secagg-unmask'];
 const TOLERANCE = 3e-5;
@@ -43,6 +46,20 @@ describe('secure aggregation, in process', () => {
       });
     }
   }
+
+  it('should round from the CSPRNG by default, and reproducibly only when handed seeded entropy (simulations)', async () => {
+    const sites = makeSimSites(4, 2000, { seed: 21 });
+    const fresh = (entropy?: Entropy) => sites.map((s) => ({ ...s, client: new SecAggClient(entropy ? { entropy } : {}) }));
+    const seeded = seededEntropy(5);
+    const [a, b] = [await secureRound(fresh(seeded), { entropy: seeded }), await secureRound(fresh(seeded), { entropy: seeded })];
+    expect(a.result.session.sessionId).toBe(b.result.session.sessionId);
+    expect(Array.from(a.result.sum)).toEqual(Array.from(b.result.sum));
+    // Production: fresh rounding draws every time (the masks are fresh either way; they cancel).
+    const [c, d] = [await secureRound(fresh()), await secureRound(fresh())];
+    expect(c.result.session.sessionId).not.toBe(d.result.session.sessionId);
+    expect(Array.from(c.result.sum)).not.toEqual(Array.from(d.result.sum));
+    for (const r of [a, c]) expect(maxAbsDiff(r.decoded.meanDelta, plaintextMean(sites, r.result.survivors).mean)).toBeLessThanOrEqual(TOLERANCE);
+  });
 
   it('should recover when one site drops at each of the four stages in turn', async () => {
     const sites = makeSimSites(9, 1000, { seed: 7 });
