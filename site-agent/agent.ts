@@ -19,7 +19,7 @@ import {
   TaskSchema, challengeMessage, parseMessage, type DescribeResult, type EvaluateResult, type Reply,
   type MaskedTrainResult, type StatsResult, type StudyManifest, type Task, type TrainResult,
 } from '../protocol/messages.ts';
-import { decodeTensors, encodeTensors } from '../protocol/codec.ts';
+import { decodeTensors, encodeTensors, frameBytes } from '../protocol/codec.ts';
 import { weightShapes } from '../protocol/models.ts';
 import { PROTOCOL_VERSION } from '../protocol/version.ts';
 import { resolveIn, type SiteConfig } from './config.ts';
@@ -40,7 +40,6 @@ import { flatDelta } from '../protocol/crypto/quantize.ts';
 import { checkCoordinatorCertificate, readCa, tlsRefusal } from './tls-trust.ts';
 import { DownloadRefSchema, UploadGrantSchema, type DownloadRef } from '../protocol/transfer.ts';
 import { download, upload, type TransferLink } from './transfer.ts';
-import { sizeOf } from '../protocol/codec.ts';
 
 type ClientSocket = Socket<ServerToClientEvents, ClientToServerEvents>;
 
@@ -273,8 +272,7 @@ export class SiteAgent {
     const ref: DownloadRef | undefined = task.weightsRef;
     if (!ref) return task.weights;
     if (task.weights.byteLength !== 0) throw new CohortError('COHORT_ERR_TRANSFER_MALFORMED', 'a task carries its weights both inline and as a download');
-    const header = Math.ceil((8 + shapes.reduce((n, s) => n + 2 + 4 * s.length, 0)) / 4) * 4;
-    const expected = header + 4 * shapes.reduce((n, s) => n + sizeOf(s), 0);
+    const expected = frameBytes(shapes);
     if (ref.bytes !== expected) throw new CohortError('COHORT_ERR_TRANSFER_TOO_LARGE', `the model download declares ${ref.bytes} bytes; this model's frame has ${expected}`);
     const started = Date.now();
     const { bytes, report } = await download(this.link, DownloadRefSchema.parse(ref), receivedAt);
