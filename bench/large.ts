@@ -5,7 +5,7 @@
  * holding every site's update would take, each site's peak memory, and bytes on the wire against the payloads.
  *
  * COHORT_LARGE_HIDDEN (4096,4096,4096,4096: 50.5M parameters), COHORT_BASELINE_HIDDEN (1000,1000: 1.03M),
- * COHORT_LARGE_SITES (5), COHORT_LARGE_PLAIN=1 (secure aggregation off).
+ * COHORT_LARGE_SITES (5), COHORT_LARGE_PLAIN=1 (secure aggregation off), COHORT_LARGE_LOGS=<dir> (keep the sites' logs).
  */
 import { cpus } from 'node:os';
 import { mlpParams, runLargeRound, type LargeRoundResult } from '../tests/helpers/large-round.ts';
@@ -21,7 +21,7 @@ const M = (n: number) => `${(n / 1e6).toFixed(2)}M`;
 console.log(`# large model: ${M(mlpParams(base))} parameters (baseline), then ${M(mlpParams(large))}; ${sites} sites, one round, secure aggregation ${secureAggregation ? 'on' : 'off'}, ${cpus().length} cores`);
 const runs: LargeRoundResult[] = [];
 for (const h of [base, large]) {
-  const r = await runLargeRound({ hidden: h, sites, processes: true, secureAggregation, log: say });
+  const r = await runLargeRound({ hidden: h, sites, processes: true, secureAggregation, log: say, ...(process.env.COHORT_LARGE_LOGS ? { logDir: process.env.COHORT_LARGE_LOGS } : {}) });
   say(`${M(r.params)}: ${r.status}${r.error ? ` (${r.error.code}: ${r.error.message})` : ''}, round ${(r.roundMs / 1000).toFixed(1)} s`);
   runs.push(r);
 }

@@ -5,7 +5,8 @@
  * round, each site process's peak memory, bytes on the wire (every TCP byte the coordinator's server read or wrote)
  * and the chunked-transfer counters. Used by tests/integration/large-model.test.ts and bench/large.ts.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Socket as NetSocket } from 'node:net';
 import { makeSite, runStudy, startCoordinator, wdbcManifest, type TestSite } from './cluster.ts';
 import { logMessages, startSiteProcess, type Proc } from './processes.ts';
@@ -25,6 +26,8 @@ export interface LargeRoundOptions {
   chunkBytes?: number;
   roundDeadlineMs?: number;
   log?: (message: string) => void;
+  /** Write each site process's log lines into this directory (site-N.log), to see where time went. */
+  logDir?: string;
 }
 
 export interface LargeRoundResult {
@@ -119,6 +122,7 @@ export async function runLargeRound(o: LargeRoundOptions): Promise<LargeRoundRes
     const round = (res.rounds[0] ?? {}) as { participants?: string[]; attempts?: number; durationMs?: number };
     const { resumes, ...transfer } = c.coordinator.transport.transferStats();
     const modelBytes = frameBytes(mlpShapes(o.hidden));
+    if (o.logDir) procs.forEach((p, i) => writeFileSync(join(o.logDir!, `site-${i + 1}.log`), `${p.lines.join('\n')}\n`));
     const siteLines = (o.processes ? procs.flatMap((p) => logMessages(p.lines)) : agents.flatMap((a) => a.log.lines)) as { msg?: string; ms?: number; task?: string }[];
     const msOf = (pred: (l: { msg?: string; task?: string }) => boolean) => median(siteLines.filter(pred).map((l) => Number(l.ms)));
     const sum = c.log.lines.find((l) => l.msg === 'secure aggregation: sum unmasked') as { addMs?: number; unmaskMs?: number } | undefined;
