@@ -38,7 +38,7 @@ import {
 } from '../protocol/secagg-messages.ts';
 import { flatDelta } from '../protocol/crypto/quantize.ts';
 import { checkCoordinatorCertificate, readCa, tlsRefusal } from './tls-trust.ts';
-import { DownloadRefSchema, UploadGrantSchema, type DownloadRef } from '../protocol/transfer.ts';
+import { UploadGrantSchema, type DownloadRef } from '../protocol/transfer.ts';
 import { download, upload, type TransferLink } from './transfer.ts';
 
 type ClientSocket = Socket<ServerToClientEvents, ClientToServerEvents>;
@@ -275,7 +275,7 @@ export class SiteAgent {
     const expected = frameBytes(shapes);
     if (ref.bytes !== expected) throw new CohortError('COHORT_ERR_TRANSFER_TOO_LARGE', `the model download declares ${ref.bytes} bytes; this model's frame has ${expected}`);
     const started = Date.now();
-    const { bytes, report } = await download(this.link, DownloadRefSchema.parse(ref), receivedAt);
+    const { bytes, report } = await download(this.link, ref, receivedAt);
     this.stats.downloadResumes.push(...report.resumedAt);
     this.opts.log.info({ bytes: report.bytes, chunks: report.chunks, resumedAt: report.resumedAt, ms: Date.now() - started }, 'download done');
     return bytes;

@@ -21,6 +21,8 @@ export interface TransferLink {
 const CHUNK_ACK_MS = 30_000;
 /** Refusals that mean "try again once connected", not "give up". */
 const RETRY: ReadonlySet<string> = new Set(['COHORT_ERR_AUTH_CHALLENGE_EXPIRED', 'COHORT_ERR_PROTOCOL_TIMEOUT', 'COHORT_ERR_PROTOCOL_DISCONNECTED']);
+/** Pause before a retry, so a connection that refuses at once is not hammered. */
+const pause = () => new Promise((r) => setTimeout(r, 100));
 
 export interface TransferReport {
   bytes: number;
@@ -64,6 +66,7 @@ export async function download(link: TransferLink, ref: DownloadRef, received: n
     const r = await ask<DownloadChunkAck>(socket, 'download-chunk', { transferId: ref.transferId, offset });
     if (!r || (!r.ok && RETRY.has(r.error?.code))) {
       broken = true;
+      await pause();
       continue;
     }
     if (!r.ok) throw refusal(r);
@@ -95,7 +98,10 @@ export async function upload(link: TransferLink, grant: UploadGrant, payload: Ui
     const socket = await link.ready(deadline).catch(() => { throw incomplete('upload', Math.max(acked, 0), total); });
     if (acked < 0) {
       const r = await ask<UploadAck>(socket, 'upload-open', { transferId: grant.transferId, bytes: total, digest });
-      if (!r || (!r.ok && RETRY.has(r.error?.code))) continue;
+      if (!r || (!r.ok && RETRY.has(r.error?.code))) {
+        await pause();
+        continue;
+      }
       if (!r.ok) throw refusal(r);
       acked = r.data.received;
       if (opened && acked > 0) {
@@ -110,6 +116,7 @@ export async function upload(link: TransferLink, grant: UploadGrant, payload: Ui
     if (!r || (!r.ok && (RETRY.has(r.error?.code) || r.error?.code === 'COHORT_ERR_TRANSFER_OFFSET'))) {
       // Lost, or the ack was: ask again how much arrived before sending more.
       acked = -1;
+      if (!r) await pause();
       continue;
     }
     if (!r.ok) throw refusal(r);
