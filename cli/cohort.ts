@@ -49,8 +49,15 @@ example(program.command('coordinator')
   .option('--redis <url>', 'redis://... : socket.io Redis adapter, so replicas share sites (or COHORT_REDIS_URL)')
   .option('--trust-proxy', 'behind a load balancer: take client addresses from X-Forwarded-For (rate limits)')
   .option('--auth-failures-per-minute <n>', 'failed authentications per client address per minute before it is refused', '20')
-  .action(async (o: { dataDir: string; host: string; port: string; enrollment: 'open' | 'token'; tlsCert?: string; tlsKey?: string; store?: string; redis?: string; trustProxy?: boolean; authFailuresPerMinute: string }) => {
+  .option('--max-message-mib <n>', 'largest socket.io message; larger payloads travel in chunks (raise only for 2.0 agents)', '16')
+  .option('--chunk-mib <n>', 'chunk size of chunked transfers (at most half of --max-message-mib)', '4')
+  .action(async (o: { dataDir: string; host: string; port: string; enrollment: 'open' | 'token'; tlsCert?: string; tlsKey?: string; store?: string; redis?: string; trustProxy?: boolean; authFailuresPerMinute: string; maxMessageMib: string; chunkMib: string }) => {
     if (Boolean(o.tlsCert) !== Boolean(o.tlsKey)) throw new CohortError('COHORT_ERR_TLS_CONFIG', '--tls-cert and --tls-key go together');
+    const mib = (v: string, flag: string) => {
+      const n = Number(v);
+      if (!(n > 0 && n <= 4096)) throw new CohortError('COHORT_ERR_PROTOCOL_MALFORMED', `${flag} must be a number of MiB between 0 and 4096`);
+      return Math.floor(n * 1024 * 1024);
+    };
     const storeUrl = o.store ?? process.env.COHORT_STORE_URL;
     const redisUrl = o.redis ?? process.env.COHORT_REDIS_URL;
     const c = await createCoordinator({
@@ -61,6 +68,7 @@ example(program.command('coordinator')
       ...(redisUrl ? { redisUrl } : {}),
       ...(o.trustProxy ? { trustProxy: true } : {}),
       authFailuresPerMinute: Number(o.authFailuresPerMinute),
+      maxMessageBytes: mib(o.maxMessageMib, '--max-message-mib'), transferChunkBytes: mib(o.chunkMib, '--chunk-mib'),
     });
     const url = await c.start();
     if (c.initialAdminToken) {

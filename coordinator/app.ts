@@ -12,6 +12,7 @@ import { makeLogger } from '../protocol/logging.ts';
 import { CohortError, ERRORS, toWireError } from '../protocol/errors.ts';
 import { EVENTS_NAMESPACE, type StudyEvent } from '../protocol/events.ts';
 import { PROTOCOL_VERSION } from '../protocol/version.ts';
+import { DEFAULT_CHUNK_BYTES, MIN_CHUNK_BYTES } from '../protocol/transfer.ts';
 import type { Checkpoints } from './checkpoints.ts';
 import { StudyRunner } from './rounds/study-runner.ts';
 import type { Store } from './store/store.ts';
@@ -28,6 +29,9 @@ import { loadOrCreateCoordinatorIdentity } from './identity.ts';
 
 export { makeLogger };
 
+/** Default socket.io message limit: room for a 4 MiB chunk (base64 over long-polling) and the largest JSON messages. */
+export const DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
+
 export interface CoordinatorOptions {
   /** Where the store and checkpoints live; null keeps everything in memory. */
   dataDir: string | null;
@@ -35,8 +39,13 @@ export interface CoordinatorOptions {
   port?: number;
   enrollment?: 'open' | 'token';
   logger?: Logger;
-  /** Largest socket.io message (weights frames included). */
+  /**
+   * Largest socket.io message (default 16 MiB). Payloads above one chunk travel in chunks (protocol/transfer.ts),
+   * so this bounds what one connection can make the coordinator buffer, whatever the model's size.
+   */
   maxMessageBytes?: number;
+  /** Chunk size of chunked transfers (default 4 MiB, at most half of `maxMessageBytes`). */
+  transferChunkBytes?: number;
   /** Seed the admin token instead of generating one (automation); only its hash is stored. */
   adminToken?: string;
   /** Failed authentications per client address per minute before requests are refused with 429 (default 20). */
@@ -116,13 +125,16 @@ export async function createCoordinator(opts: CoordinatorOptions): Promise<Coord
     redis = await connectRedisAdapter(opts.redisUrl, log.child({ component: 'redis' }));
     log.info({ redis: redactUrl(opts.redisUrl) }, 'socket.io Redis adapter: sites are shared with the other replicas');
   }
+  const maxMessageBytes = opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+  // A chunk and its envelope must fit in one message, with room for base64 over HTTP long-polling.
+  const chunkBytes = Math.max(MIN_CHUNK_BYTES, Math.floor(Math.min(opts.transferChunkBytes ?? DEFAULT_CHUNK_BYTES, maxMessageBytes / 2) / 1024) * 1024);
   const io = new Server(app.server, {
-    maxHttpBufferSize: opts.maxMessageBytes ?? 256 * 1024 * 1024, serveClient: false,
+    maxHttpBufferSize: maxMessageBytes, serveClient: false,
     ...(opts.transports ? { transports: opts.transports } : {}),
     ...(redis ? { adapter: redis.adapter as never } : {}),
   });
   const limiter = new AuthRateLimiter(opts.authFailuresPerMinute ?? 20);
-  const transport = new SocketTransport(io, store, log.child({ component: 'sites' }), { enrollment: opts.enrollment ?? 'token', identity, limiter, cluster: Boolean(redis) });
+  const transport = new SocketTransport(io, store, log.child({ component: 'sites' }), { enrollment: opts.enrollment ?? 'token', identity, limiter, cluster: Boolean(redis), chunkBytes });
   const auth = {
     viewer: requireRole(store, limiter, 'viewer'),
     researcher: requireRole(store, limiter, 'researcher'),

@@ -27,6 +27,12 @@ export function sizeOf(shape: readonly number[]): number {
   return n;
 }
 
+/** The exact size of the frame of tensors with these shapes (what a model of these shapes travels as). */
+export function frameBytes(shapes: readonly (readonly number[])[]): number {
+  const header = Math.ceil((8 + shapes.reduce((n, s) => n + 2 + 4 * s.length, 0)) / 4) * 4;
+  return header + 4 * shapes.reduce((n, s) => n + sizeOf(s), 0);
+}
+
 export function encodeTensors(tensors: readonly Tensor[]): Uint8Array {
   let header = 8;
   let values = 0;

@@ -13,6 +13,13 @@ export const ERRORS = {
   COHORT_ERR_PROTOCOL_TIMEOUT: { http: 504, message: 'peer did not answer before the deadline' },
   COHORT_ERR_PROTOCOL_DISCONNECTED: { http: 503, message: 'peer disconnected' },
   COHORT_ERR_PROTOCOL_TOO_LARGE: { http: 413, message: 'request body or message exceeds the size limit' },
+  // chunked transfers (protocol/transfer.ts)
+  COHORT_ERR_TRANSFER_UNKNOWN: { http: 404, message: 'no transfer with that id is open for this site' },
+  COHORT_ERR_TRANSFER_OFFSET: { http: 409, message: 'chunk is not at the next expected offset (replayed or reordered)' },
+  COHORT_ERR_TRANSFER_TOO_LARGE: { http: 413, message: 'transfer or chunk exceeds its declared or granted size' },
+  COHORT_ERR_TRANSFER_MALFORMED: { http: 400, message: 'chunk or transfer declaration is inconsistent' },
+  COHORT_ERR_TRANSFER_DIGEST: { http: 400, message: 'transferred bytes do not match their declared SHA-256 digest' },
+  COHORT_ERR_TRANSFER_INCOMPLETE: { http: 409, message: 'transfer did not complete' },
   // tensor codec
   COHORT_ERR_TENSOR_MALFORMED: { http: 400, message: 'tensor frame could not be decoded' },
   COHORT_ERR_TENSOR_TOO_LARGE: { http: 413, message: 'tensor frame exceeds the size limit' },

@@ -3,6 +3,7 @@
  * ServerToClientEvents>`; the site's client takes the maps reversed. Every ack carries a `Reply`.
  */
 import type { Auth, Challenge, Hello, Reply, Task } from './messages.ts';
+import type { DownloadChunk, DownloadChunkAck, TaskResult, UploadAck, UploadChunk, UploadOpen } from './transfer.ts';
 
 export const SITE_NAMESPACE = '/site';
 export const EVENTS_NAMESPACE = '/events';
@@ -18,6 +19,12 @@ export interface AuthAck {
 export interface ClientToServerEvents {
   hello: (msg: Hello, ack: (reply: Reply<HelloAck>) => void) => void;
   auth: (msg: Auth, ack: (reply: Reply<AuthAck>) => void) => void;
+  // Chunked transfers (protocol 2.1, protocol/transfer.ts); only on an authenticated connection.
+  'upload-open': (msg: UploadOpen, ack: (reply: Reply<UploadAck>) => void) => void;
+  'upload-chunk': (msg: UploadChunk, ack: (reply: Reply<UploadAck>) => void) => void;
+  'download-chunk': (msg: DownloadChunk, ack: (reply: Reply<DownloadChunkAck>) => void) => void;
+  /** A task's reply sent on a later connection than the one that delivered the task (after a reconnect). */
+  'task-result': (msg: TaskResult, ack: (reply: Reply<{ accepted: true }>) => void) => void;
 }
 
 export interface ServerToClientEvents {

@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { CohortError, isErrorCode, type WireError } from './errors.ts';
 import { LayersTopologySchema } from './model-topology.ts';
 import { SecAggInputSchema, SecAggPeerSchema, SecAggSessionSchema, SecureAggregationManifestSchema } from './secagg-messages.ts';
+import { DownloadRefSchema, UploadGrantSchema } from './transfer.ts';
 
 const id = z.string().min(1).max(128).regex(/^[A-Za-z0-9._:-]+$/, 'letters, digits and . _ : - only');
 const bytes = z.custom<Uint8Array>((v) => v instanceof Uint8Array, 'expected binary data');
@@ -295,7 +296,11 @@ export const TrainTaskSchema = z.object({
   kind: z.literal('train'),
   ...taskBase,
   model: ResolvedModelSchema,
+  /** The global model as one tensor frame; empty (0 bytes) when it is too large for one message and `weightsRef` says where to pull it. */
   weights: bytes,
+  weightsRef: DownloadRefSchema.optional(),
+  /** The site may send its binary reply (`weights` or `masked`) in chunks under this grant (protocol/transfer.ts). */
+  upload: UploadGrantSchema.optional(),
   localEpochs: z.number().int().min(1),
   batchSize: z.number().int().min(1),
   optimizer: z.enum(['adam', 'sgd']),
@@ -323,6 +328,7 @@ export const EvaluateTaskSchema = z.object({
   ...taskBase,
   model: ResolvedModelSchema,
   weights: bytes,
+  weightsRef: DownloadRefSchema.optional(),
   standardization: StandardizationSchema.optional(),
 });
 // Secure aggregation stages (the masked input is a `train` task with `secagg`); see docs/protocol.md.

@@ -19,7 +19,7 @@ import {
   TaskSchema, challengeMessage, parseMessage, type DescribeResult, type EvaluateResult, type Reply,
   type MaskedTrainResult, type StatsResult, type StudyManifest, type Task, type TrainResult, type TrainTask,
 } from '../protocol/messages.ts';
-import { decodeTensors, encodeTensors } from '../protocol/codec.ts';
+import { decodeTensors, encodeTensors, frameBytes } from '../protocol/codec.ts';
 import { weightShapes } from '../protocol/models.ts';
 import { PROTOCOL_VERSION } from '../protocol/version.ts';
 import { resolveIn, type SiteConfig } from './config.ts';
@@ -41,6 +41,8 @@ import { flatDelta } from '../protocol/crypto/quantize.ts';
 import type { Entropy } from '../protocol/crypto/entropy.ts';
 import { keyedUniform, type Uniform } from '../protocol/privacy/noise.ts';
 import { checkCoordinatorCertificate, readCa, tlsRefusal } from './tls-trust.ts';
+import { UploadGrantSchema, type DownloadRef } from '../protocol/transfer.ts';
+import { download, upload, type TransferLink } from './transfer.ts';
 
 type ClientSocket = Socket<ServerToClientEvents, ClientToServerEvents>;
 
@@ -94,7 +96,9 @@ export class SiteAgent {
   private authenticated = false;
   private ready: Promise<AuthAck> = Promise.reject(new Error('not connected'));
   siteId: string | undefined;
-  readonly stats = { tasks: 0, refused: 0, connects: 0 };
+  readonly stats = { tasks: 0, refused: 0, connects: 0, uploadResumes: [] as number[], downloadResumes: [] as number[] };
+  /** The transfer code's way to the coordinator: this agent's connection once authenticated, through reconnects. */
+  private readonly link: TransferLink;
 
   private readonly approvals: Approvals;
   private readonly ledger: Ledger | undefined;
@@ -109,6 +113,17 @@ export class SiteAgent {
     this.approvals = new Approvals(opts.dir);
     this.ledger = opts.ledger === false ? undefined : new Ledger(join(opts.dir, 'ledger.jsonl'), opts.identity.secretKey);
     this.dp = new SiteDp(opts.ledger === false ? undefined : opts.dir, opts.config.policy);
+    this.link = { ready: (deadline) => this.connectedSocket(deadline), log: opts.log };
+  }
+
+  /** The socket once connected and authenticated; waits through reconnects until `deadline`. */
+  private async connectedSocket(deadline: number): Promise<ClientSocket> {
+    for (;;) {
+      const socket = this.socket;
+      if (socket && this.authenticated && socket.connected) return socket;
+      if (Date.now() > deadline || !socket?.io.reconnection()) throw new CohortError('COHORT_ERR_PROTOCOL_DISCONNECTED', 'not connected to the coordinator');
+      await new Promise((r) => setTimeout(r, 50));
+    }
   }
 
   get connected(): boolean {
@@ -154,12 +169,19 @@ export class SiteAgent {
     this.socket = socket;
     socket.on('task', (task, ack) => {
       const reply = (r: Reply<unknown>) => { if (typeof ack === 'function') ack(r); };
+      const connection = this.stats.connects;
+      const receivedAt = Date.now();
       // A task can arrive in the same network read as the auth ack, before our handshake promise has resumed:
       // wait for this connection's handshake rather than refusing.
       const ready = this.ready;
       this.queue = this.queue.then(async () => {
         const ok = await ready.then(() => true, () => false);
-        reply(ok ? await this.handle(task) : { ok: false, error: { code: 'COHORT_ERR_AUTH_CHALLENGE_EXPIRED', message: 'not authenticated' } });
+        if (!ok) return reply({ ok: false, error: { code: 'COHORT_ERR_AUTH_CHALLENGE_EXPIRED', message: 'not authenticated' } });
+        const r = await this.uploadLarge(task, await this.handle(task, { receivedAt }), receivedAt);
+        // The ack only reaches the coordinator on the connection that brought the task; after a reconnect the
+        // reply goes as `task-result` on the new one (the coordinator kept the task while its transfer ran).
+        if (this.stats.connects === connection && this.authenticated) reply(r);
+        else await this.replyLate(task, r, receivedAt);
       });
     });
     return new Promise<AuthAck>((resolve, reject) => {
@@ -198,6 +220,73 @@ export class SiteAgent {
         else log.warn({ reason: err.message }, 'cannot reach coordinator; retrying');
       });
     });
+  }
+
+  /**
+   * A reply whose binary field is larger than one chunk goes up as a chunked upload under the task's grant; the
+   * reply then names the transfer instead of carrying the bytes (protocol/transfer.ts).
+   */
+  private async uploadLarge(raw: unknown, r: Reply<unknown>, receivedAt: number): Promise<Reply<unknown>> {
+    const grant = UploadGrantSchema.safeParse((raw as { upload?: unknown } | null)?.upload);
+    if (!r.ok || !grant.success) return r;
+    const data = r.data as Record<string, unknown>;
+    const field = data.masked instanceof Uint8Array ? 'masked' : 'weights';
+    const payload = data[field];
+    if (!(payload instanceof Uint8Array) || payload.byteLength <= grant.data.chunkBytes) return r;
+    try {
+      const started = Date.now();
+      const report = await upload(this.link, grant.data, payload, receivedAt);
+      this.stats.uploadResumes.push(...report.resumedAt);
+      this.opts.log.info({ bytes: report.bytes, chunks: report.chunks, resumedAt: report.resumedAt, ms: Date.now() - started }, 'upload done');
+      const { [field]: _sent, ...rest } = data;
+      return { ok: true, data: { ...rest, upload: grant.data.transferId } };
+    } catch (err) {
+      const error = toWireError(err);
+      this.opts.log.warn({ code: error.code, reason: error.message }, 'upload failed');
+      return { ok: false, error };
+    }
+  }
+
+  /** Answers a task whose connection is gone, on the next one, while the coordinator may still wait for it. */
+  private async replyLate(raw: unknown, r: Reply<unknown>, receivedAt: number): Promise<void> {
+    const t = raw as { taskId?: unknown; upload?: unknown; weightsRef?: { timeoutMs?: unknown } } | null;
+    const grant = UploadGrantSchema.safeParse(t?.upload);
+    const timeoutMs = grant.success ? grant.data.timeoutMs : typeof t?.weightsRef?.timeoutMs === 'number' ? t.weightsRef.timeoutMs : 0;
+    // Without a transfer the coordinator failed the task when the connection went: nobody waits for this reply.
+    if (typeof t?.taskId !== 'string' || timeoutMs <= 0) return;
+    const deadline = receivedAt + timeoutMs;
+    while (Date.now() < deadline) {
+      const socket = await this.connectedSocket(deadline).catch(() => undefined);
+      if (!socket) break;
+      const ack = await socket.timeout(30_000).emitWithAck('task-result', { taskId: t.taskId, reply: r }).catch(() => undefined) as Reply<unknown> | undefined;
+      if (ack?.ok) {
+        this.opts.log.info({ taskId: t.taskId }, 'task reply sent after reconnecting');
+        return;
+      }
+      if (ack && ack.error.code !== 'COHORT_ERR_AUTH_CHALLENGE_EXPIRED') {
+        this.opts.log.warn({ taskId: t.taskId, code: ack.error.code, reason: ack.error.message }, 'task reply refused after reconnecting');
+        return;
+      }
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    this.opts.log.warn({ taskId: t.taskId }, 'task reply not delivered: the coordinator was not back before the deadline');
+  }
+
+  /**
+   * The global model a train or evaluate task carries, pulled in chunks when it is too large for one message. Its
+   * size must be exactly the frame of the model the approved manifest describes, so nothing larger is allocated.
+   */
+  private async globalWeights(task: Extract<Task, { kind: 'train' | 'evaluate' }>, shapes: number[][], receivedAt: number): Promise<Uint8Array> {
+    const ref: DownloadRef | undefined = task.weightsRef;
+    if (!ref) return task.weights;
+    if (task.weights.byteLength !== 0) throw new CohortError('COHORT_ERR_TRANSFER_MALFORMED', 'a task carries its weights both inline and as a download');
+    const expected = frameBytes(shapes);
+    if (ref.bytes !== expected) throw new CohortError('COHORT_ERR_TRANSFER_TOO_LARGE', `the model download declares ${ref.bytes} bytes; this model's frame has ${expected}`);
+    const started = Date.now();
+    const { bytes, report } = await download(this.link, ref, receivedAt);
+    this.stats.downloadResumes.push(...report.resumedAt);
+    this.opts.log.info({ bytes: report.bytes, chunks: report.chunks, resumedAt: report.resumedAt, ms: Date.now() - started }, 'download done');
+    return bytes;
   }
 
   private async handshake(socket: ClientSocket): Promise<AuthAck> {
@@ -248,7 +337,7 @@ export class SiteAgent {
    * Runs one task; any failure becomes a coded reply. Whatever the reply, it is written to the ledger before it
    * leaves the site.
    */
-  async handle(raw: unknown): Promise<Reply<unknown>> {
+  async handle(raw: unknown, ctx: { receivedAt?: number } = {}): Promise<Reply<unknown>> {
     const { log } = this.opts;
     this.stats.tasks++;
     let task: Task | undefined;
@@ -257,7 +346,7 @@ export class SiteAgent {
       task = parseMessage(TaskSchema, raw, 'task');
       manifest = this.authorize(task);
       const started = Date.now();
-      const data = await this.run(task, manifest);
+      const data = await this.run(task, manifest, ctx.receivedAt ?? started);
       this.record(task, manifest, 'sent', data);
       log.info({ task: task.kind, studyId: task.studyId, round: task.round, ms: Date.now() - started }, 'task done');
       return { ok: true, data };
@@ -316,13 +405,13 @@ export class SiteAgent {
     }
   }
 
-  private async run(task: Task, manifest: StudyManifest): Promise<DescribeResult | StatsResult | TrainResult | EvaluateResult | MaskedTrainResult | SecAggAdvertiseResult | SecAggShareResult | SecAggUnmaskResult> {
+  private async run(task: Task, manifest: StudyManifest, receivedAt: number): Promise<DescribeResult | StatsResult | TrainResult | EvaluateResult | MaskedTrainResult | SecAggAdvertiseResult | SecAggShareResult | SecAggUnmaskResult> {
     if (task.kind === 'secagg-advertise' || task.kind === 'secagg-share' || task.kind === 'secagg-unmask') return this.secureAggregationStage(task, manifest);
     const src = this.source(task.dataset, sourceOptionsFor(task, manifest));
     if (task.kind === 'describe') return { schema: schemaReport(await src.describe()) };
     if (task.kind === 'stats') return statsReply(src, this.opts.config.policy.minCellCount);
     const shapes = weightShapes(task.model);
-    const global = decodeTensors(task.weights, { expectShapes: shapes });
+    const global = decodeTensors(await this.globalWeights(task, shapes, receivedAt), { expectShapes: shapes });
     if (task.kind === 'train') {
       // The approved manifest decides whether an update may leave in the clear; the coordinator cannot change that.
       const secure = secureAggregationSettings(manifest.privacy.secureAggregation) !== null;

@@ -29,6 +29,7 @@ import type { SecureSumDrop } from '../secure-aggregation/secure-sum.ts';
 /** Codes that fail one secure round attempt of a fold (retried) rather than the run. */
 const SECURE_ATTEMPT_FAILURES: ReadonlySet<string> = new Set([
   'COHORT_ERR_SECAGG_BELOW_THRESHOLD', 'COHORT_ERR_SECAGG_DISCONNECTED', 'COHORT_ERR_SECAGG_BAD_SHARE', 'COHORT_ERR_ROUND_TOO_FEW_RESULTS',
+  'COHORT_ERR_TRANSFER_INCOMPLETE',
 ]);
 
 export interface LosoFold {

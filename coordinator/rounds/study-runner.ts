@@ -21,7 +21,7 @@ import type { StudyEvent } from '../../protocol/events.ts';
 import type { Checkpoints } from '../checkpoints.ts';
 import type { RoundRecord, SiteFailure, Store, StudyLease, StudyRecord } from '../store/store.ts';
 import { strategyFor } from '../strategies/registry.ts';
-import { weightedMean, type AggregateInput, type FitResult, type Strategy } from '../strategies/strategy.ts';
+import { RunningMean, weightedMean, type AggregateInput, type FitResult, type Strategy } from '../strategies/strategy.ts';
 import { defaultMaxWeight, dropAsFailure, secureTrain } from '../secure-aggregation/secure-train.ts';
 import type { SecureSumDrop } from '../secure-aggregation/secure-sum.ts';
 import { checkSecureAggregationStudy } from '../secure-aggregation/study-check.ts';
@@ -75,6 +75,7 @@ interface Trained {
 /** Codes that fail one round attempt (retried up to `maxRoundAttempts`) rather than the whole study. */
 const ATTEMPT_FAILURES: ReadonlySet<string> = new Set([
   'COHORT_ERR_SECAGG_BELOW_THRESHOLD', 'COHORT_ERR_SECAGG_DISCONNECTED', 'COHORT_ERR_SECAGG_BAD_SHARE', 'COHORT_ERR_ROUND_TOO_FEW_RESULTS',
+  'COHORT_ERR_TRANSFER_INCOMPLETE',
 ]);
 
 export class StudyRunner {
@@ -211,11 +212,16 @@ export class StudyRunner {
     };
   }
 
-  /** Sends a task to many sites at once; replies are validated against `schema`. Failures are data. */
-  private async fanOut<S extends z.ZodType>(
+  /**
+   * Sends a task to many sites at once; replies are validated against `schema`. Failures are data. With `each`,
+   * every valid reply is handed over as it arrives (a throw refuses it with its code) and what `each` returns is
+   * kept instead of the reply, so a large payload need not outlive its own arrival.
+   */
+  private async fanOut<S extends z.ZodType, K = z.output<S>>(
     sites: readonly OnlineSite[], makeTask: (s: OnlineSite) => Task, schema: S, timeoutMs: number, stage: SiteFailure['stage'],
-  ): Promise<{ ok: Map<string, z.output<S>>; failures: SiteFailure[]; taskIds: Record<string, string> }> {
-    const ok = new Map<string, z.output<S>>();
+    each?: (site: string, data: z.output<S>) => K,
+  ): Promise<{ ok: Map<string, K>; failures: SiteFailure[]; taskIds: Record<string, string> }> {
+    const ok = new Map<string, K>();
     const failures: SiteFailure[] = [];
     const taskIds: Record<string, string> = {};
     await Promise.all(sites.map(async (site) => {
@@ -224,7 +230,7 @@ export class StudyRunner {
       const raw = await this.deps.transport.send(site.id, task, timeoutMs);
       try {
         const reply = parseReply(schema, raw, `${stage} reply`);
-        if (reply.ok) ok.set(site.name, reply.data);
+        if (reply.ok) ok.set(site.name, each ? each(site.name, reply.data) : reply.data as K);
         else failures.push({ site: site.name, code: reply.error.code, message: reply.error.message, stage });
       } catch (err) {
         const e = err instanceof CohortError ? err : new CohortError('COHORT_ERR_SERVER_INTERNAL');
@@ -436,44 +442,54 @@ export class StudyRunner {
     }
   }
 
-  /** Plain training: every site's model comes back in the clear and is validated at the edge. */
+  /**
+   * Plain training: every site's model comes back in the clear and is validated at the edge. When the strategy needs
+   * only the weighted mean (and no client-level DP needs each update), each model is folded into a running sum the
+   * moment it is validated and then dropped, so the coordinator never holds every site's model at once.
+   */
   private async trainPlain(study: StudyRecord, round: number, sites: readonly OnlineSite[], globalBytes: Uint8Array, shapes: number[][], maxBytes: number, strategy: Strategy, priorRounds: readonly RoundRecord[]): Promise<Trained> {
     const { log } = this.deps;
     const p = study.manifest.participation;
     const t = study.manifest.training;
     const model = study.model!;
+    const running = strategy.requires === 'sum' && study.manifest.privacy.dp?.mode !== 'client-central' ? new RunningMean() : undefined;
+    const results: FitResult[] = [];
     const train = await this.fanOut(sites, () => ({
       kind: 'train', ...this.baseTask(study, round), model, weights: globalBytes,
       localEpochs: t.localEpochs, batchSize: t.batchSize, optimizer: t.optimizer, learningRate: t.learningRate, participants: sites.length,
       ...this.scaling(study),
       ...strategy.trainConfig?.(),
       ...this.dp.trainFields(study, round, priorRounds),
-    }), TrainResultSchema, p.roundDeadlineMs, 'train');
-    // Validate every update at the edge: a frame of the wrong shape, oversized, or with NaN is refused alone.
-    const results: FitResult[] = [];
+    }), TrainResultSchema, p.roundDeadlineMs, 'train', (site, r) => {
+      // Validate every update at the edge: a frame of the wrong shape, oversized, or with NaN is refused alone.
+      const weights = decodeTensors(r.weights, { expectShapes: shapes, maxBytes, requireFinite: true });
+      if (!Number.isFinite(r.trainLoss)) throw new CohortError('COHORT_ERR_TENSOR_NONFINITE', 'training loss is not finite');
+      if (running) running.add(site, weights, r.numExamples);
+      else results.push({ site, weights, numExamples: r.numExamples });
+      const { weights: _bytes, ...meta } = r;
+      return meta;
+    });
     const failures = [...train.failures];
+    for (const f of failures) {
+      if (f.code.startsWith('COHORT_ERR_TENSOR_')) log.warn({ studyId: study.id, round, site: f.site, code: f.code, reason: f.message }, 'site update refused');
+    }
     const backends: Record<string, string> = {};
     let lossSum = 0;
+    let numExamples = 0;
     for (const [site, r] of train.ok) {
-      try {
-        const weights = decodeTensors(r.weights, { expectShapes: shapes, maxBytes, requireFinite: true });
-        if (!Number.isFinite(r.trainLoss)) throw new CohortError('COHORT_ERR_TENSOR_NONFINITE', 'training loss is not finite');
-        results.push({ site, weights, numExamples: r.numExamples });
-        backends[site] = r.backend;
-        lossSum += r.trainLoss * r.numExamples;
-      } catch (err) {
-        const e = err instanceof CohortError ? err : new CohortError('COHORT_ERR_TENSOR_MALFORMED');
-        failures.push({ site, code: e.code, message: e.message, stage: 'train' });
-        log.warn({ studyId: study.id, round, site, code: e.code, reason: e.message }, 'site update refused');
-      }
+      backends[site] = r.backend;
+      lossSum += r.trainLoss * r.numExamples;
+      numExamples += r.numExamples;
     }
-    const numExamples = results.reduce((n, r) => n + r.numExamples, 0);
+    const participants = [...train.ok.keys()];
     return {
-      input: results.length === 0 ? { kind: 'individual', results } : strategy.requires === 'sum'
-        ? { kind: 'mean', ...weightedMean(results), sites: results.map((r) => r.site) }
-        : { kind: 'individual', results },
-      participants: results.map((r) => r.site), failures, numExamples, trainLoss: numExamples > 0 ? lossSum / numExamples : NaN, backends,
-      taskIds: train.taskIds, reports: new Map(results.map((r) => [r.site, train.ok.get(r.site)?.privacy])), results,
+      input: participants.length === 0 ? { kind: 'individual', results } : running
+        ? { kind: 'mean', ...running.result(), sites: participants }
+        : strategy.requires === 'sum'
+          ? { kind: 'mean', ...weightedMean(results), sites: participants }
+          : { kind: 'individual', results },
+      participants, failures, numExamples, trainLoss: numExamples > 0 ? lossSum / numExamples : NaN, backends,
+      taskIds: train.taskIds, reports: new Map(participants.map((site) => [site, train.ok.get(site)?.privacy])), ...(running ? {} : { results }),
     };
   }
 

@@ -30,7 +30,7 @@ import { checkHeadroom } from '../../protocol/crypto/quantize.ts';
 import { commitment, maskSign, pairSeed, selfSeed, sessionHash, sessionShape, verifyAdvertisement } from '../../protocol/crypto/session.ts';
 import { combine, decodeShare, type Share } from '../../protocol/crypto/shamir.ts';
 import { b64, fromB64 } from '../../protocol/signing.ts';
-import type { Transport } from '../transport/transport.ts';
+import type { SendOptions, Transport } from '../transport/transport.ts';
 
 /** A site asked to take part: its id at the transport, its name, and its enrolled Ed25519 identity key. */
 export interface SecureSumSite {
@@ -145,13 +145,13 @@ export async function runSecureSum<S extends z.ZodType<{ masked: Uint8Array }>>(
     }
   };
   /** Sends one stage to `idx`; each reply is validated by `schema` and handed to `accept` as it arrives. */
-  const stage = async <T extends z.ZodType>(idx: readonly number[], name: SecAggStage, make: (i: number, base: TaskBase) => Task, schema: T, deadline: number, accept: (i: number, data: z.output<T>) => void): Promise<number[]> => {
+  const stage = async <T extends z.ZodType>(idx: readonly number[], name: SecAggStage, make: (i: number, base: TaskBase) => Task, schema: T, deadline: number, accept: (i: number, data: z.output<T>) => void, sendOpts?: (i: number) => SendOptions): Promise<number[]> => {
     const ok: number[] = [];
     await Promise.all(idx.map(async (i) => {
       const site = req.sites[i]!;
       const base = req.base();
       (taskIds[site.name] ??= {})[name] = base.taskId;
-      const raw = await transport.send(site.id, make(i, base), deadline);
+      const raw = await transport.send(site.id, make(i, base), deadline, sendOpts?.(i));
       try {
         const reply = parseReply(schema, raw, `${name} reply`);
         if (!reply.ok) return drop(i, name, reply.error.code, reply.error.message);
@@ -205,23 +205,55 @@ export async function runSecureSum<S extends z.ZodType<{ masked: Uint8Array }>>(
   });
   enough(u2.length, 'secagg-share');
 
-  // Stage 3: masked input. Boxes go to their recipients; masked vectors are added up as they arrive.
+  // Stage 3: masked input. Boxes go to their recipients; masked vectors are added up as they arrive: a vector
+  // sent in chunks (protocol/transfer.ts) is added chunk by chunk, so no site's vector is ever held whole here.
   const inU2 = new Set(u2);
   const linked = (a: number, b: number) => Boolean(sent.get(a)?.has(b) && sent.get(b)?.has(a));
   const acc = new Int32Array(req.vectorLength);
   const extras = new Map<string, Omit<z.output<S>, 'masked'>>();
   let addMs = 0;
+  const vectorBytes = req.vectorLength * 4;
+  /** Bytes of each site's vector already added through chunks. */
+  const streamed = new Map<number, number>();
+  const sink = (i: number): SendOptions => ({
+    upload: {
+      maxBytes: vectorBytes,
+      sink: {
+        open: (total) => {
+          if (total !== vectorBytes) throw abort('COHORT_ERR_TENSOR_SHAPE', `masked vector of ${total} bytes declared; ${vectorBytes} expected`);
+        },
+        chunk: (offset, data) => {
+          const t0 = performance.now();
+          const lanes = data.byteLength / 4;
+          addLanes(acc.subarray(offset / 4, offset / 4 + lanes), lanesOf(data, lanes));
+          streamed.set(i, (streamed.get(i) ?? 0) + data.byteLength);
+          addMs += performance.now() - t0;
+        },
+      },
+    },
+  });
   const u3 = await stage(u2, 'masked-input', (i, base) => req.inputTask(req.sites[i]!, base, {
     sessionId: session.sessionId,
     // Only neighbours seal boxes for i (graph lists are sorted, as u2 is): O(k) per site, not O(n).
     shares: graph[i]!.filter((j) => inU2.has(j) && sent.get(j)!.has(i)).map((j) => ({ from: req.sites[j]!.id, box: sent.get(j)!.get(i)! })),
   }), req.inputSchema, req.inputDeadlineMs, (i, r) => {
-    const t0 = performance.now();
-    addLanes(acc, lanesOf(r.masked, req.vectorLength));
-    addMs += performance.now() - t0;
+    if (streamed.has(i)) {
+      // Sent in chunks: already in the sum, the reply's field is empty.
+      if (streamed.get(i) !== vectorBytes || r.masked.byteLength !== 0) throw abort('COHORT_ERR_TRANSFER_INCOMPLETE', `masked vector ended after ${streamed.get(i)} of ${vectorBytes} bytes`);
+    } else {
+      const t0 = performance.now();
+      addLanes(acc, lanesOf(r.masked, req.vectorLength));
+      addMs += performance.now() - t0;
+    }
     const { masked: _m, ...rest } = r as z.output<S> & { masked: Uint8Array };
     extras.set(req.sites[i]!.name, rest as Omit<z.output<S>, 'masked'>);
-  });
+  }, sink);
+  // A site whose chunks are partly in the sum and that then failed leaves lanes that no shares can clean without
+  // unmasking it: the attempt is void (nothing is revealed) and the runner retries the round.
+  const torn = [...streamed.keys()].filter((i) => !u3.includes(i));
+  if (torn.length > 0) {
+    throw abort('COHORT_ERR_TRANSFER_INCOMPLETE', `${torn.map((i) => req.sites[i]!.name).join(', ')} stopped part-way through sending a masked vector; the sum cannot be unmasked`, { dropped });
+  }
   enough(u3.length, 'masked-input');
   const inU3 = new Set(u3);
   if (!isConnected(graph, u3)) throw abort('COHORT_ERR_SECAGG_DISCONNECTED', 'the surviving sites do not form a connected neighbour graph', { survivors: u3.length });

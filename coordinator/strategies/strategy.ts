@@ -61,6 +61,47 @@ export function weightedMean(results: readonly FitResult[]): { mean: Tensor[]; t
   return { mean, totalWeight: total };
 }
 
+/**
+ * The example-weighted mean built up one site model at a time: each update is folded into one float64 running sum
+ * as it arrives and can then be dropped, so aggregation holds one accumulator however many sites take part.
+ * Folding in arrival order instead of site order changes the float64 sum only in its last bits, which rounding the
+ * mean to float32 almost always removes; the in-memory transport of simulations delivers in send order, so their
+ * runs stay bit-for-bit reproducible.
+ */
+export class RunningMean {
+  private acc: Float64Array[] | undefined;
+  private shapes: number[][] = [];
+  private total = 0;
+  readonly sites: string[] = [];
+
+  add(site: string, weights: readonly Tensor[], numExamples: number): void {
+    if (!(numExamples > 0)) throw new Error('RunningMean needs a positive example count');
+    if (!this.acc) {
+      this.acc = weights.map((t) => new Float64Array(t.data.length));
+      this.shapes = weights.map((t) => [...t.shape]);
+    }
+    if (weights.length !== this.acc.length) throw new Error('RunningMean: models differ in tensor count');
+    weights.forEach((t, i) => {
+      const a = this.acc![i]!;
+      const d = t.data;
+      if (d.length !== a.length) throw new Error('RunningMean: models differ in shape');
+      for (let j = 0; j < a.length; j++) a[j]! += numExamples * d[j]!;
+    });
+    this.total += numExamples;
+    this.sites.push(site);
+  }
+
+  get count(): number {
+    return this.sites.length;
+  }
+
+  result(): { mean: Tensor[]; totalWeight: number } {
+    if (!this.acc || this.total <= 0) throw new Error('RunningMean needs at least one model');
+    const total = this.total;
+    return { mean: this.acc.map((a, i) => ({ shape: [...this.shapes[i]!], data: Float32Array.from(a, (v) => v / total) })), totalWeight: total };
+  }
+}
+
 /** The mean the strategy was given, or the weighted mean of the individual results. */
 export function meanOf(input: AggregateInput): Tensor[] {
   return input.kind === 'mean' ? input.mean : weightedMean(input.results).mean;

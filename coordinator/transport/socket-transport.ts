@@ -2,6 +2,11 @@
  * socket.io transport, namespace `/site`. Sites dial out to us; each connection must complete a signed challenge
  * (hello -> challenge -> auth) before it may receive tasks. Tasks go out as `task` events with acks, so a reply is
  * bound to its request by socket.io itself and cannot be replayed into another task.
+ *
+ * Payloads larger than one chunk travel as chunked transfers (protocol/transfer.ts, transfers.ts) to sites that
+ * speak protocol 2.1: the global model is pulled in chunks, a large reply is pushed in chunks, and a task with a
+ * transfer under way outlives a dropped connection until its deadline, so the site can reconnect, continue from
+ * the last acknowledged chunk and answer on its new connection (`task-result`).
  */
 import { randomBytes } from 'node:crypto';
 import type { Namespace, Server, Socket } from 'socket.io';
@@ -12,11 +17,15 @@ import {
   AuthSchema, HelloSchema, challengeMessage, parseMessage, type Hello, type Reply, type Task,
 } from '../../protocol/messages.ts';
 import { SITE_NAMESPACE, type AuthAck, type ClientToServerEvents, type HelloAck, type ServerToClientEvents } from '../../protocol/events.ts';
-import { PROTOCOL_VERSION, isCompatibleProtocol } from '../../protocol/version.ts';
+import { PROTOCOL_VERSION, isCompatibleProtocol, supportsChunkedTransfers } from '../../protocol/version.ts';
+import {
+  DEFAULT_CHUNK_BYTES, DownloadChunkSchema, TaskResultSchema, TRANSFER_EVENTS, UploadChunkSchema, UploadOpenSchema,
+} from '../../protocol/transfer.ts';
+import { TransferRegistry } from './transfers.ts';
 import { b64, coordinatorProofMessage, fromB64 } from '../../protocol/signing.ts';
 import type { CoordinatorIdentity } from '../identity.ts';
 import type { Store } from '../store/store.ts';
-import type { OnlineSite, Transport } from './transport.ts';
+import type { OnlineSite, SendOptions, Transport } from './transport.ts';
 import type { AuthRateLimiter } from '../auth.ts';
 
 const CHALLENGE_TTL_MS = 30_000;
@@ -44,6 +53,11 @@ export interface SocketTransportOptions {
    * replica, and a task for it is routed through the adapter (see docs/deployment.md).
    */
   cluster?: boolean;
+  /**
+   * Chunk size of chunked transfers, and the size above which a payload is chunked rather than sent in one message
+   * (default 4 MiB; keep it well below the server's message limit).
+   */
+  chunkBytes?: number;
 }
 
 /** Every authenticated site socket joins its own room, so a task reaches it on whichever replica it is. */
@@ -59,7 +73,11 @@ interface SiteSocketData {
 }
 
 export class SocketTransport implements Transport {
-  private readonly sockets = new Map<string, { socket: SiteSocket; site: OnlineSite }>();
+  private readonly sockets = new Map<string, { socket: SiteSocket; site: OnlineSite; chunked: boolean }>();
+  /** Tasks awaiting a reply, by site and task id: the ack, or a `task-result` after a reconnect, settles them. */
+  private readonly pending = new Map<string, { siteId: string; taskId: string; settle: (raw: unknown) => void }>();
+  readonly transfers = new TransferRegistry();
+  private readonly chunkBytes: number;
   private readonly listeners = new Set<() => void>();
   private readonly ns: Namespace<ClientToServerEvents, ServerToClientEvents>;
   /** Sites connected to other replicas (cluster mode), by site id. */
@@ -72,6 +90,7 @@ export class SocketTransport implements Transport {
 
   constructor(io: Server, private readonly store: Store, private readonly log: Logger, private readonly opts: SocketTransportOptions) {
     this.ns = io.of(SITE_NAMESPACE) as unknown as Namespace<ClientToServerEvents, ServerToClientEvents>;
+    this.chunkBytes = opts.chunkBytes ?? DEFAULT_CHUNK_BYTES;
     const limiter = opts.limiter;
     if (limiter) {
       // Refuse at connection time an address that keeps failing handshakes: no challenge is even issued.
@@ -147,26 +166,79 @@ export class SocketTransport implements Transport {
     for (const l of this.listeners) l();
   }
 
-  async send(siteId: string, task: Task, timeoutMs: number): Promise<Reply<unknown>> {
+  async send(siteId: string, task: Task, timeoutMs: number, opts: SendOptions = {}): Promise<Reply<unknown>> {
     const entry = this.sockets.get(siteId);
     if (!entry && this.opts.cluster && this.remote.has(siteId)) return this.sendRemote(siteId, task, timeoutMs);
     if (!entry) return { ok: false, error: { code: 'COHORT_ERR_PROTOCOL_DISCONNECTED', message: 'site is not connected' } };
     const { socket } = entry;
+    let wire: Task = task;
+    if (entry.chunked && (task.kind === 'train' || task.kind === 'evaluate')) {
+      if (task.weights.byteLength > this.chunkBytes) {
+        wire = { ...wire, weights: new Uint8Array(0), weightsRef: this.transfers.offerDownload(siteId, task.taskId, task.weights, this.chunkBytes, timeoutMs) } as Task;
+      }
+      if (task.kind === 'train') {
+        // A reply is at most the model's frame (a masked vector is its values plus two lanes: smaller still).
+        const maxBytes = opts.upload?.maxBytes ?? task.weights.byteLength + 64;
+        wire = { ...wire, upload: this.transfers.grantUpload(siteId, task.taskId, maxBytes, this.chunkBytes, timeoutMs, opts.upload?.sink) } as Task;
+      }
+    }
+    const key = `${siteId}\n${task.taskId}`;
     return new Promise<Reply<unknown>>((resolve) => {
       let done = false;
       const finish = (r: Reply<unknown>) => {
         if (done) return;
         done = true;
+        clearTimeout(timer);
         socket.off('disconnect', onDisconnect);
+        if (this.pending.get(key)?.settle === settle) this.pending.delete(key);
+        this.transfers.release(task.taskId);
         resolve(r);
       };
-      const onDisconnect = () => finish({ ok: false, error: { code: 'COHORT_ERR_PROTOCOL_DISCONNECTED', message: 'site disconnected during the task' } });
+      const settle = (raw: unknown) => finish(this.withUpload(task, raw, opts));
+      const onDisconnect = () => {
+        // A transfer under way is worth waiting for: the site reconnects and continues where it stopped.
+        if (this.transfers.resumable(task.taskId)) {
+          this.log.info({ siteId, taskId: task.taskId, kind: task.kind }, 'site disconnected mid-transfer; waiting for it to resume');
+          return;
+        }
+        finish({ ok: false, error: { code: 'COHORT_ERR_PROTOCOL_DISCONNECTED', message: 'site disconnected during the task' } });
+      };
+      const timer = setTimeout(() => finish({ ok: false, error: { code: 'COHORT_ERR_PROTOCOL_TIMEOUT', message: `no reply within ${timeoutMs} ms` } }), timeoutMs);
+      this.pending.set(key, { siteId, taskId: task.taskId, settle });
       socket.once('disconnect', onDisconnect);
-      socket.timeout(timeoutMs).emit('task', task, (err: Error | null, reply: Reply<unknown>) => {
-        if (err) finish({ ok: false, error: { code: 'COHORT_ERR_PROTOCOL_TIMEOUT', message: `no reply within ${timeoutMs} ms` } });
-        else finish(reply);
-      });
+      socket.emit('task', wire, (reply: Reply<unknown>) => settle(reply));
     });
+  }
+
+  /**
+   * A reply that names an upload (`upload: transferId`) gets the upload's bytes in its binary field, or an empty
+   * field when a sink took them; the upload must be this task's, complete and verified. A reply that sent chunks
+   * and then answered otherwise is refused: the sink may already hold part of it.
+   */
+  private withUpload(task: Task, raw: unknown, opts: SendOptions): Reply<unknown> {
+    const reply = raw as { ok?: unknown; data?: unknown };
+    const up = this.transfers.uploadOf(task.taskId);
+    const field = task.kind === 'train' && task.secagg ? 'masked' : 'weights';
+    if (reply && typeof reply === 'object' && reply.ok === true && reply.data && typeof reply.data === 'object' && 'upload' in reply.data) {
+      const { upload, ...data } = reply.data as Record<string, unknown>;
+      try {
+        if (typeof upload !== 'string') throw new CohortError('COHORT_ERR_TRANSFER_MALFORMED', 'upload must name a transfer id');
+        if (data[field] !== undefined) throw new CohortError('COHORT_ERR_TRANSFER_MALFORMED', `the reply carries ${field} both inline and as an upload`);
+        const bytes = this.transfers.complete(task.taskId, upload);
+        return { ok: true, data: { ...data, [field]: bytes ?? new Uint8Array(0) } };
+      } catch (err) {
+        return { ok: false, error: toWireError(err) };
+      }
+    }
+    if (up && up.received > 0 && opts.upload?.sink) {
+      return { ok: false, error: up.failed ?? { code: 'COHORT_ERR_TRANSFER_INCOMPLETE', message: `the site answered after ${up.received} bytes of its upload without completing it` } };
+    }
+    return raw as Reply<unknown>;
+  }
+
+  /** Transfer counters (bytes, chunks, reassembly buffers, resumes), for tests and benchmarks. */
+  transferStats() {
+    return this.transfers.stats;
   }
 
   /** A task to a site held by another replica: broadcast to the site's room through the adapter, one ack back. */
@@ -233,7 +305,7 @@ export class SocketTransport implements Transport {
     };
 
     socket.onAny((event: unknown, ...args: unknown[]) => {
-      if (event !== 'hello' && event !== 'auth') {
+      if (event !== 'hello' && event !== 'auth' && !(TRANSFER_EVENTS as readonly unknown[]).includes(event)) {
         const name = typeof event === 'string' ? event.slice(0, 64) : typeof event;
         this.log.warn({ code: 'COHORT_ERR_PROTOCOL_UNKNOWN_EVENT', remote, event: name }, 'unknown event from site');
         // A sender that asked for an answer gets a coded one, as for every other refusal.
@@ -311,7 +383,7 @@ export class SocketTransport implements Transport {
         }
         socket.data = { siteId, siteName: record.name, connectedAt: site.connectedAt } satisfies SiteSocketData;
         void socket.join(siteRoom(siteId));
-        this.sockets.set(siteId, { socket, site });
+        this.sockets.set(siteId, { socket, site, chunked: supportsChunkedTransfers(p.hello.protocolVersion) });
         this.log.info({ site: record.name, siteId, remote }, 'site online');
         const reply: AuthAck = { siteId, siteName: record.name };
         if (typeof ack === 'function') ack({ ok: true, data: reply });
@@ -320,6 +392,32 @@ export class SocketTransport implements Transport {
       } catch (err) {
         refuse(ack, err, true);
       }
+    });
+
+    // Chunked transfers and late replies: only on an authenticated connection, only for this site's own tasks.
+    const transferEvent = <T>(event: (typeof TRANSFER_EVENTS)[number], handle: (site: string, msg: unknown) => T | Promise<T>) => {
+      (socket as unknown as { on(e: string, fn: (msg: unknown, ack: unknown) => void): void }).on(event, async (msg, ack) => {
+        try {
+          if (!siteId) throw new CohortError('COHORT_ERR_AUTH_CHALLENGE_EXPIRED', 'not authenticated');
+          const data = await handle(siteId, msg);
+          if (typeof ack === 'function') ack({ ok: true, data });
+        } catch (err) {
+          const wire = toWireError(err);
+          this.log.warn({ code: wire.code, siteId, remote, event, reason: wire.message }, 'transfer event refused');
+          if (typeof ack === 'function') ack({ ok: false, error: wire });
+        }
+      });
+    };
+    transferEvent('download-chunk', (site, msg) => ({ data: this.transfers.readChunk(site, parseMessage(DownloadChunkSchema, msg, 'download-chunk'), socket.id) }));
+    transferEvent('upload-open', (site, msg) => this.transfers.openUpload(site, parseMessage(UploadOpenSchema, msg, 'upload-open'), socket.id));
+    transferEvent('upload-chunk', (site, msg) => this.transfers.writeChunk(site, parseMessage(UploadChunkSchema, msg, 'upload-chunk'), socket.id));
+    transferEvent('task-result', (site, msg) => {
+      const m = parseMessage(TaskResultSchema, msg, 'task-result');
+      const p = this.pending.get(`${site}\n${m.taskId}`);
+      if (!p) throw new CohortError('COHORT_ERR_PROTOCOL_REPLAY', 'no task with that id is waiting for this site');
+      this.log.info({ siteId: site, taskId: m.taskId }, 'task reply arrived on a new connection');
+      p.settle(m.reply);
+      return { accepted: true as const };
     });
 
     socket.on('disconnect', (reason) => {

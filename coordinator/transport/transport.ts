@@ -1,9 +1,19 @@
 import type { Reply, Task } from '../../protocol/messages.ts';
+import type { UploadSink } from './transfers.ts';
 
 export interface OnlineSite {
   id: string;
   name: string;
   connectedAt: string;
+}
+
+export interface SendOptions {
+  /**
+   * How a large binary reply (`weights`, or `masked` under secure aggregation) may arrive in chunks. Without a
+   * sink the transport reassembles it into the reply's field; with one, each chunk goes to the sink as it arrives
+   * and the field comes back empty. Transports without chunked transfers (in-memory) ignore this.
+   */
+  upload?: { maxBytes?: number; sink?: UploadSink };
 }
 
 /**
@@ -12,7 +22,7 @@ export interface OnlineSite {
  */
 export interface Transport {
   onlineSites(): OnlineSite[];
-  send(siteId: string, task: Task, timeoutMs: number): Promise<Reply<unknown>>;
+  send(siteId: string, task: Task, timeoutMs: number, opts?: SendOptions): Promise<Reply<unknown>>;
   /** Called whenever the set of online sites changes. */
   onChange(listener: () => void): () => void;
 }

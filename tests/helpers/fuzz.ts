@@ -16,6 +16,7 @@ import { SITE_NAMESPACE } from '../../protocol/events.ts';
 import { PROTOCOL_VERSION } from '../../protocol/version.ts';
 import { encodeTensors } from '../../protocol/codec.ts';
 import { isErrorCode } from '../../protocol/errors.ts';
+import { TRANSFER_EVENTS } from '../../protocol/transfer.ts';
 
 export interface Fuzzer {
   rand: () => number;
@@ -75,10 +76,11 @@ const connectSite = (url: string): Promise<Socket> => new Promise((resolve, reje
 
 /**
  * Sends `n` random or mutated socket.io events to `/site` from `clients` parallel connections: hellos, auths
- * (random, mutated from valid ones, replayed), unknown events with and without acks, binary attachments with NaN.
+ * (random, mutated from valid ones, replayed), chunked-transfer events (made-up or given transfer ids), unknown
+ * events with and without acks, binary attachments with NaN.
  * `extra` sockets (e.g. an authenticated site's) receive a share of the events too.
  */
-export async function fuzzSocket(url: string, n: number, f: Fuzzer, o: { clients?: number; extra?: Socket[] } = {}): Promise<FuzzStats> {
+export async function fuzzSocket(url: string, n: number, f: Fuzzer, o: { clients?: number; extra?: Socket[]; transferIds?: string[] } = {}): Promise<FuzzStats> {
   const started = Date.now();
   const stats: FuzzStats = { sent: 0, answered: 0, uncoded: 0, codes: new Map(), ms: 0 };
   const sockets = await Promise.all(Array.from({ length: o.clients ?? 4 }, () => connectSite(url)));
@@ -87,6 +89,7 @@ export async function fuzzSocket(url: string, n: number, f: Fuzzer, o: { clients
   const validAuth = { nonce: Buffer.from(nacl.randomBytes(32)).toString('base64'), signature: Buffer.from(nacl.randomBytes(64)).toString('base64') };
   const nanFrame = encodeTensors([{ shape: [2], data: new Float32Array([NaN, 1]) }]);
   let lastNonce: string | undefined;
+  const transferIds = [...(o.transferIds ?? []), ...Array.from({ length: 4 }, () => Buffer.from(nacl.randomBytes(16)).toString('hex'))];
   const all = (): Socket[] => [...sockets, ...(o.extra ?? [])];
   for (let i = 0; i < n; i++) {
     const pool = all();
@@ -107,11 +110,19 @@ export async function fuzzSocket(url: string, n: number, f: Fuzzer, o: { clients
         continue;
       }
     }
-    const event = kind < 0.1 ? f.pick(['task', 'result', 'admin']) : kind < 0.5 ? 'hello' : 'auth';
+    // Chunked-transfer events (protocol 2.1) too: made-up transfer ids, offsets and chunks, random or mutated.
+    const event = kind < 0.1 ? f.pick(['task', 'result', 'admin']) : kind < 0.25 ? f.pick(TRANSFER_EVENTS) : kind < 0.55 ? 'hello' : 'auth';
+    const validTransfer: Record<string, Record<string, unknown>> = {
+      'upload-open': { transferId: f.pick(transferIds), bytes: 1 + f.int(1 << 20), digest: createHash('sha256').update(String(i)).digest('hex') },
+      'upload-chunk': { transferId: f.pick(transferIds), offset: f.pick([0, 1024, 4096, -1, 2 ** 40]), data: new Uint8Array(f.int(4096)) },
+      'download-chunk': { transferId: f.pick(transferIds), offset: f.pick([0, 1024, 7, 2 ** 33]) },
+      'task-result': { taskId: f.pick(['t-1', 'x'.repeat(129), '../task']), reply: { ok: true, data: { upload: f.pick(transferIds) } } },
+    };
     let payload: unknown;
     if (event === 'auth' && lastNonce && f.rand() < 0.2) payload = { ...validAuth, nonce: lastNonce }; // a replayed challenge answer
+    else if (validTransfer[event] && f.rand() < 0.5) payload = validTransfer[event];
     else if (f.rand() < 0.5) payload = f.randomValue();
-    else payload = f.mutate(event === 'hello' ? validHello : validAuth);
+    else payload = f.mutate(event === 'hello' ? validHello : validTransfer[event] ?? validAuth);
     try {
       const reply = (await s.timeout(2000).emitWithAck(event, payload)) as { ok?: unknown; error?: { code?: unknown }; data?: { challenge?: { nonce?: string } } };
       stats.answered++;

@@ -7,6 +7,11 @@
  *
  * A second part fuzzes the replies to real tasks: an enrolled site answers a real study's tasks with random and
  * mutated replies; every bad one is refused with a code and the study completes on the honest sites.
+ *
+ * A third part drives chunked transfers (protocol/transfer.ts) by hand from two enrolled sites: replayed,
+ * reordered, oversized, truncated and empty chunks, chunks for another site's transfer, declarations over the grant
+ * or contradicting an earlier one, a wrong digest, a reply before the upload is complete, a replayed task result,
+ * then random and mutated transfer events aimed at a live transfer; each refusal is coded and changes nothing.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { io, type Socket } from 'socket.io-client';
@@ -16,7 +21,8 @@ import { connectRogue, type RogueSite } from '../helpers/rogue-site.ts';
 import { diskState, discoverRoutes, fuzzer, fuzzRawFrames, fuzzRest, fuzzSocket } from '../helpers/fuzz.ts';
 import { EVENTS_NAMESPACE, SITE_NAMESPACE } from '../../protocol/events.ts';
 import { PROTOCOL_VERSION } from '../../protocol/version.ts';
-import { challengeMessage, StudyManifestSchema, type Reply } from '../../protocol/messages.ts';
+import { challengeMessage, StudyManifestSchema, type Reply, type Task } from '../../protocol/messages.ts';
+import { sha256Hex } from '../../protocol/transfer.ts';
 import { enrollmentMessage } from '../../protocol/signing.ts';
 import { isErrorCode } from '../../protocol/errors.ts';
 import { encodeTensors } from '../../protocol/codec.ts';
@@ -151,7 +157,7 @@ describe('fuzzing the coordinator from real clients', () => {
     const stats = await fuzzSocket(c.url, SOCKET_MESSAGES, fuzzer(20261124), { clients: 4, extra: [legit.socket] });
     expect(stats.answered).toBeGreaterThan(SOCKET_MESSAGES / 3);
     expect(stats.uncoded).toBe(0);
-    for (const code of ['COHORT_ERR_PROTOCOL_MALFORMED', 'COHORT_ERR_AUTH_CHALLENGE_EXPIRED', 'COHORT_ERR_PROTOCOL_UNKNOWN_EVENT', 'COHORT_ERR_PROTOCOL_REPLAY']) {
+    for (const code of ['COHORT_ERR_PROTOCOL_MALFORMED', 'COHORT_ERR_AUTH_CHALLENGE_EXPIRED', 'COHORT_ERR_PROTOCOL_UNKNOWN_EVENT', 'COHORT_ERR_PROTOCOL_REPLAY', 'COHORT_ERR_TRANSFER_UNKNOWN']) {
       expect(stats.codes.get(code) ?? 0, code).toBeGreaterThan(0);
     }
   }, 120_000);
@@ -262,6 +268,133 @@ describe('fuzzing the replies to real tasks', () => {
       rogue.close();
       await Promise.all(honest.map((s) => s.agent.stop()));
       await coordinator.close();
+    }
+  }, 120_000);
+});
+
+describe('fuzzing chunked transfers', () => {
+  it('should refuse replayed, reordered, oversized, truncated and foreign chunks with their codes, changing nothing', async () => {
+    const CHUNK = 16 * 1024;
+    const dataDir = tempDir('cohort-fuzz-transfer-');
+    const c = await startCoordinator({ dataDir, authFailuresPerMinute: 1_000_000, transferChunkBytes: CHUNK });
+    const { transport } = c.coordinator;
+    const { transfers } = transport;
+    // Two hand-driven sites, enrolled and authenticated for real, that keep the tasks they get and answer later.
+    const held = new Map<string, { task: Record<string, unknown>; ack: (r: unknown) => void }>();
+    const site = async (name: string) => {
+      const keys = await enrollKeys(c.url, name);
+      const r = await connectRogue(c.url, name, () => undefined, keys);
+      r.socket.off('task');
+      r.socket.on('task', (task: Record<string, unknown>, ack: (x: unknown) => void) => void held.set(String(task.taskId), { task, ack }));
+      const auth = await r.authenticate();
+      if (!auth.ok) throw new Error(`${name} could not authenticate`);
+      return { rogue: r, id: auth.data.siteId };
+    };
+    const A = await site('Site A');
+    const B = await site('Site B');
+    const stranger = await connect(c.url);
+    try {
+      // A model frame of 5 chunks and a bit; the transport moves bytes, it does not decode them.
+      const weights = new Uint8Array(5 * CHUNK + 100).map((_, i) => (i * 7) & 255);
+      let n = 0;
+      const give = async (to: { id: string }) => {
+        const taskId = `fuzz-task-${++n}`;
+        const reply = transport.send(to.id, { kind: 'train', taskId, round: 1, weights } as unknown as Task, 60_000);
+        const h = await waitFor(() => held.get(taskId), 5000, 10);
+        return { taskId, reply, ref: h.task.weightsRef as { transferId: string; bytes: number }, grant: h.task.upload as { transferId: string; maxBytes: number; chunkBytes: number }, ack: h.ack };
+      };
+      const tA = await give(A);
+      const tB = await give(B);
+      expect(tA.ref.bytes).toBe(weights.length);
+      expect(tA.grant.chunkBytes).toBe(CHUNK);
+      const ask = async (s: Socket, event: string, msg: unknown) => (await s.timeout(5000).emitWithAck(event, msg)) as Reply<{ received?: number; data?: Uint8Array; accepted?: boolean }>;
+      const refused = async (s: Socket, event: string, msg: unknown, code: string) => {
+        const state = () => JSON.stringify({
+          a: transfers.uploadOf(tA.taskId), b: transfers.uploadOf(tB.taskId),
+          s: [transfers.stats.bytesIn, transfers.stats.chunksIn, transfers.stats.uploadsOpened, transfers.stats.uploadsCompleted, transfers.stats.bufferedBytes],
+        });
+        const before = state();
+        const r = await ask(s, event, msg);
+        expect(r, `${event} ${JSON.stringify({ ...(msg as object), data: undefined })}`).toMatchObject({ ok: false, error: { code } });
+        expect(state(), `${event} changed transfer state`).toBe(before);
+        return r;
+      };
+      const chunk = (t: { grant: { transferId: string } }, offset: number, data: Uint8Array) => ({ transferId: t.grant.transferId, offset, data });
+
+      // Downloads: another site's transfer, offsets that are no chunk's, an unauthenticated connection, junk.
+      const first = await ask(A.rogue.socket, 'download-chunk', { transferId: tA.ref.transferId, offset: 0 });
+      expect(first.ok && Buffer.from(first.data.data!).equals(Buffer.from(weights.subarray(0, CHUNK)))).toBe(true);
+      await refused(A.rogue.socket, 'download-chunk', { transferId: tB.ref.transferId, offset: 0 }, 'COHORT_ERR_TRANSFER_UNKNOWN');
+      await refused(A.rogue.socket, 'download-chunk', { transferId: tA.ref.transferId, offset: 5 }, 'COHORT_ERR_TRANSFER_OFFSET');
+      await refused(A.rogue.socket, 'download-chunk', { transferId: tA.ref.transferId, offset: weights.length }, 'COHORT_ERR_TRANSFER_OFFSET');
+      await refused(stranger, 'download-chunk', { transferId: tA.ref.transferId, offset: 0 }, 'COHORT_ERR_AUTH_CHALLENGE_EXPIRED');
+      await refused(A.rogue.socket, 'download-chunk', { transferId: 'zz', offset: -1 }, 'COHORT_ERR_PROTOCOL_MALFORMED');
+
+      // Uploads: size declared up front and bounded by the grant; chunks only in order, at the chunk size.
+      const payload = new Uint8Array(3 * CHUNK + 10).map((_, i) => (i * 13) & 255);
+      const open = { transferId: tA.grant.transferId, bytes: payload.length, digest: sha256Hex(payload) };
+      await refused(A.rogue.socket, 'upload-chunk', chunk(tA, 0, payload.subarray(0, CHUNK)), 'COHORT_ERR_TRANSFER_MALFORMED'); // before declaring
+      await refused(A.rogue.socket, 'upload-open', { ...open, bytes: tA.grant.maxBytes + 1 }, 'COHORT_ERR_TRANSFER_TOO_LARGE');
+      await refused(A.rogue.socket, 'upload-open', { ...open, transferId: tB.grant.transferId }, 'COHORT_ERR_TRANSFER_UNKNOWN'); // another site's
+      await refused(stranger, 'upload-open', open, 'COHORT_ERR_AUTH_CHALLENGE_EXPIRED');
+      expect(await ask(A.rogue.socket, 'upload-open', open)).toEqual({ ok: true, data: { received: 0 } });
+      await refused(A.rogue.socket, 'upload-open', { ...open, digest: sha256Hex(new Uint8Array(1)) }, 'COHORT_ERR_TRANSFER_MALFORMED');
+      await refused(A.rogue.socket, 'upload-chunk', chunk(tA, CHUNK, payload.subarray(CHUNK, 2 * CHUNK)), 'COHORT_ERR_TRANSFER_OFFSET'); // reordered
+      await refused(A.rogue.socket, 'upload-chunk', chunk(tA, 0, payload.subarray(0, CHUNK + 4)), 'COHORT_ERR_TRANSFER_TOO_LARGE'); // oversized
+      await refused(A.rogue.socket, 'upload-chunk', chunk(tA, 0, payload.subarray(0, CHUNK - 4)), 'COHORT_ERR_TRANSFER_MALFORMED'); // truncated
+      await refused(A.rogue.socket, 'upload-chunk', chunk(tA, 0, new Uint8Array(0)), 'COHORT_ERR_TRANSFER_MALFORMED');
+      await refused(A.rogue.socket, 'upload-chunk', chunk(tB, 0, payload.subarray(0, CHUNK)), 'COHORT_ERR_TRANSFER_UNKNOWN'); // into B's
+      await refused(B.rogue.socket, 'upload-chunk', chunk(tA, 0, payload.subarray(0, CHUNK)), 'COHORT_ERR_TRANSFER_UNKNOWN'); // B into A's
+      expect(await ask(A.rogue.socket, 'upload-chunk', chunk(tA, 0, payload.subarray(0, CHUNK)))).toEqual({ ok: true, data: { received: CHUNK } });
+      const replayed = await refused(A.rogue.socket, 'upload-chunk', chunk(tA, 0, payload.subarray(0, CHUNK)), 'COHORT_ERR_TRANSFER_OFFSET');
+      expect(replayed.ok ? undefined : replayed.error.details).toEqual({ expected: CHUNK });
+      expect((await ask(A.rogue.socket, 'upload-chunk', chunk(tA, CHUNK, payload.subarray(CHUNK, 2 * CHUNK)))).ok).toBe(true);
+      expect((await ask(A.rogue.socket, 'upload-chunk', chunk(tA, 2 * CHUNK, payload.subarray(2 * CHUNK, 3 * CHUNK)))).ok).toBe(true);
+      const tail = new Uint8Array(14);
+      tail.set(payload.subarray(3 * CHUNK));
+      await refused(A.rogue.socket, 'upload-chunk', chunk(tA, 3 * CHUNK, tail), 'COHORT_ERR_TRANSFER_TOO_LARGE'); // past the declared end
+      expect(await ask(A.rogue.socket, 'upload-chunk', chunk(tA, 3 * CHUNK, payload.subarray(3 * CHUNK)))).toEqual({ ok: true, data: { received: payload.length } });
+      // The reply names the upload: the coordinator hands over exactly the bytes declared, once.
+      tA.ack({ ok: true, data: { upload: tA.grant.transferId, numExamples: 10, trainLoss: 0.5, backend: 'cpu', durationMs: 1 } });
+      const got = await tA.reply;
+      expect(got.ok && Buffer.from((got.data as { weights: Uint8Array }).weights).equals(Buffer.from(payload))).toBe(true);
+      await refused(A.rogue.socket, 'task-result', { taskId: tA.taskId, reply: { ok: true, data: { upload: tA.grant.transferId } } }, 'COHORT_ERR_PROTOCOL_REPLAY');
+      await refused(A.rogue.socket, 'upload-chunk', chunk(tA, 0, payload.subarray(0, CHUNK)), 'COHORT_ERR_TRANSFER_UNKNOWN'); // task over
+
+      // A digest that does not match fails the upload, and the task with it.
+      const openB = { transferId: tB.grant.transferId, bytes: payload.length, digest: sha256Hex(weights) };
+      expect((await ask(B.rogue.socket, 'upload-open', openB)).ok).toBe(true);
+      for (let off = 0; off < 3 * CHUNK; off += CHUNK) expect((await ask(B.rogue.socket, 'upload-chunk', chunk(tB, off, payload.subarray(off, off + CHUNK)))).ok).toBe(true);
+      expect(await ask(B.rogue.socket, 'upload-chunk', chunk(tB, 3 * CHUNK, payload.subarray(3 * CHUNK)))).toMatchObject({ ok: false, error: { code: 'COHORT_ERR_TRANSFER_DIGEST' } });
+      tB.ack({ ok: true, data: { upload: tB.grant.transferId, numExamples: 10, trainLoss: 0.5, backend: 'cpu', durationMs: 1 } });
+      expect(await tB.reply).toMatchObject({ ok: false, error: { code: 'COHORT_ERR_TRANSFER_DIGEST' } });
+
+      // A reply naming an upload that has not arrived in full is refused too.
+      const tC = await give(A);
+      expect((await ask(A.rogue.socket, 'upload-open', { ...open, transferId: tC.grant.transferId })).ok).toBe(true);
+      expect((await ask(A.rogue.socket, 'upload-chunk', chunk(tC, 0, payload.subarray(0, CHUNK)))).ok).toBe(true);
+      tC.ack({ ok: true, data: { upload: tC.grant.transferId, numExamples: 10, trainLoss: 0.5, backend: 'cpu', durationMs: 1 } });
+      expect(await tC.reply).toMatchObject({ ok: false, error: { code: 'COHORT_ERR_TRANSFER_INCOMPLETE' } });
+
+      // Random and mutated transfer events from strangers and from B, aimed at A's live transfers: all refused.
+      const tD = await give(A);
+      await c.coordinator.store.flush();
+      const disk = diskState(dataDir);
+      const stats = await fuzzSocket(c.url, 600, fuzzer(31337), { clients: 2, extra: [B.rogue.socket], transferIds: [tD.ref.transferId, tD.grant.transferId] });
+      expect(stats.uncoded).toBe(0);
+      expect(stats.codes.get('COHORT_ERR_TRANSFER_UNKNOWN') ?? 0).toBeGreaterThan(0);
+      expect(transfers.uploadOf(tD.taskId)).toBeUndefined();
+      await c.coordinator.store.flush();
+      expect(diskState(dataDir)).toEqual(disk);
+      // A's own transfer still works after all that.
+      expect((await ask(A.rogue.socket, 'download-chunk', { transferId: tD.ref.transferId, offset: 5 * CHUNK })).ok).toBe(true);
+      tD.ack({ ok: false, error: { code: 'COHORT_ERR_SITE_TRAINING_FAILED', message: 'done' } });
+      await tD.reply;
+    } finally {
+      stranger.close();
+      A.rogue.close();
+      B.rogue.close();
+      await c.coordinator.close();
     }
   }, 120_000);
 });

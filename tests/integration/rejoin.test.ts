@@ -4,36 +4,14 @@
  * process, a reconnecting agent) and takes part again. tests/integration/study-e2e.test.ts shows the other half:
  * with enough sites left, the round goes on without the one that left.
  */
-import { createServer, connect, type Server, type Socket as NetSocket } from 'node:net';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { agentFor, createStudy, json, makeSite, startCoordinator, waitForEnd, wdbcManifest, type StudyStatusBody, type TestSite } from '../helpers/cluster.ts';
 import { logMessages, startSiteProcess, type Proc } from '../helpers/processes.ts';
+import { tcpProxy } from '../helpers/tcp-proxy.ts';
 import { splitCsvForSites, WDBC } from '../../cli/demo.ts';
 import type { Task } from '../../protocol/messages.ts';
-
-/** A TCP forwarder to the coordinator whose connections the test can cut all at once. */
-function tcpProxy(target: URL): Promise<{ url: string; cut(): number; close(): void }> {
-  const live = new Set<NetSocket>();
-  const server: Server = createServer((client) => {
-    const upstream = connect(Number(target.port), target.hostname);
-    live.add(client);
-    live.add(upstream);
-    client.pipe(upstream).pipe(client);
-    const drop = () => { client.destroy(); upstream.destroy(); live.delete(client); live.delete(upstream); };
-    client.on('error', drop).on('close', drop);
-    upstream.on('error', drop).on('close', drop);
-  });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => {
-    const { port } = server.address() as { port: number };
-    resolve({
-      url: `http://127.0.0.1:${port}`,
-      cut: () => { const n = live.size; for (const s of live) s.destroy(); live.clear(); return n; },
-      close: () => server.close(),
-    });
-  }));
-}
 
 describe('a site that drops out mid-round', () => {
   const procs: Proc[] = [];
