@@ -24,6 +24,7 @@ import { PolicySchema } from '../../site-agent/policy.ts';
 import { makeSimSites, secureRound, testRandom } from '../helpers/secagg-harness.ts';
 import { wdbcManifest } from '../helpers/cluster.ts';
 import type { TrainTask } from '../../protocol/messages.ts';
+import { moments } from '../helpers/moments.ts';
 
 const dpOf = (o: object) => DpSettingsSchema.parse({ mode: 'client-distributed', ...o });
 const rel = (a: number, b: number) => Math.abs(a - b) / Math.abs(b);
@@ -126,14 +127,6 @@ describe('Skellam noise headroom', () => {
 });
 
 describe('client-distributed encoding through real secure aggregation', () => {
-  const moments = (xs: ArrayLike<number>) => {
-    let m = 0;
-    for (let i = 0; i < xs.length; i++) m += xs[i]!;
-    m /= xs.length;
-    let v = 0;
-    for (let i = 0; i < xs.length; i++) v += (xs[i]! - m) ** 2;
-    return { mean: m, variance: v / xs.length };
-  };
 
   /** The noise-free mean of the survivors' L2-clipped updates, and the rounding variance their scaled values imply. */
   const truth = (deltas: Float32Array[], clip: number, scale: number) => {

@@ -9,6 +9,7 @@ import { StudyManifestSchema, type StudyManifestInput, type TrainTask } from '..
 import { CohortError } from '../../protocol/errors.ts';
 import { addSkellamMod32, gaussianNoise, poisson, secureUniform, signedFromMod32, skellamNoise } from '../../protocol/privacy/noise.ts';
 import { tempDir, wdbcManifest } from '../helpers/cluster.ts';
+import { moments } from '../helpers/moments.ts';
 
 const manifest = (dp?: object) => StudyManifestSchema.parse(wdbcManifest({ privacy: { secureAggregation: false, ...(dp ? { dp } : {}) } as StudyManifestInput['privacy'] }));
 const task = (round: number, over: Partial<TrainTask> = {}) => ({ kind: 'train', taskId: `t${round}`, studyId: 'study-1', dataset: 'wdbc', round, participants: 3, ...over }) as TrainTask;
@@ -63,14 +64,6 @@ describe('site privacy budget', () => {
 });
 
 describe('privacy noise', () => {
-  const moments = (xs: ArrayLike<number>) => {
-    let m = 0;
-    for (let i = 0; i < xs.length; i++) m += xs[i]!;
-    m /= xs.length;
-    let v = 0;
-    for (let i = 0; i < xs.length; i++) v += (xs[i]! - m) ** 2;
-    return { mean: m, variance: v / xs.length };
-  };
 
   it('should draw Gaussian, Poisson and Skellam noise with the right mean and variance', () => {
     const g = moments(gaussianNoise(200_000, 3));
