@@ -6,7 +6,9 @@
  * coordinator recorded for it.
  *
  * `npm test` runs COHORT_CHAOS_RUNS=1; `npm run test:chaos` runs 12 (or COHORT_CHAOS_RUNS), seeds from
- * COHORT_CHAOS_SEED (default 1) on. Phase 2 adds the secure-aggregation stages.
+ * COHORT_CHAOS_SEED (default 1) on. Studies run under secure aggregation (the default), and kills also wait for
+ * its stages: a site done advertising its keys, sharing its mask secrets, or unmasking (the masked input is the
+ * `train` task), so the coordinator dies mid-session too.
  */
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -25,7 +27,8 @@ const RUNS = Number(process.env.COHORT_CHAOS_RUNS ?? 1);
 const FIRST_SEED = Number(process.env.COHORT_CHAOS_SEED ?? 1);
 
 /** What a kill waits for: an agent finishing a task of this kind, or the coordinator recording a round. */
-type Trigger = 'describe' | 'train' | 'evaluate' | 'recorded';
+type Trigger = 'describe' | 'secagg-advertise' | 'secagg-share' | 'train' | 'secagg-unmask' | 'evaluate' | 'recorded';
+const ROUND_TRIGGERS = ['secagg-advertise', 'secagg-share', 'train', 'train', 'secagg-unmask', 'evaluate', 'recorded'] as const;
 interface Kill { target: 'coordinator' | number; trigger: Trigger; delayMs: number; outcome?: 'done' | 'not reached' }
 interface RunReport { seed: number; rounds: number; kills: Kill[]; status: string; ms: number; problems: string[] }
 
@@ -38,7 +41,7 @@ async function chaosRun(seed: number): Promise<RunReport> {
   // Kills in study order: the schema check (describe) happens once, so only the first kill may wait for it.
   const kills: Kill[] = Array.from({ length: 2 + Math.floor(rand() * 3) }, (_, i) => ({
     target: rand() < 0.6 ? 'coordinator' : Math.floor(rand() * SITES),
-    trigger: (i === 0 ? ['describe', 'train', 'train', 'evaluate', 'recorded'] as const : ['train', 'train', 'evaluate', 'recorded'] as const)[Math.floor(rand() * (i === 0 ? 5 : 4))]!,
+    trigger: (i === 0 ? ['describe', ...ROUND_TRIGGERS] as const : ROUND_TRIGGERS)[Math.floor(rand() * (i === 0 ? ROUND_TRIGGERS.length + 1 : ROUND_TRIGGERS.length))]!,
     delayMs: Math.floor(rand() * 250),
   }));
   const admin = newToken('cht');
