@@ -1,14 +1,15 @@
 /**
  * `npm run bench:dp`: what differential privacy costs on WDBC. A real coordinator and 5 real site agents (in this
- * process, over loopback sockets) train the same study several times: record-level DP-SGD at every site at
- * epsilon <= 2 (cli/demo.ts WDBC_DP: full-batch DP-SGD), and client-level DP whose Skellam noise the sites add under secure
+ * process, over loopback sockets) train the same study several times: record-level DP at epsilon <= 2 as full-batch
+ * DP gradient descent, with the noise split among the sites under secure aggregation (WDBC_DISTRIBUTED_RECORD_DP, the
+ * demo's) or the whole noise at every site (WDBC_DP), and client-level DP whose Skellam noise the sites add under secure
  * aggregation at client-level epsilon <= 8 (WDBC_DISTRIBUTED_DP), each after its baseline (the same training
  * without DP, in the same run) and repeated because the noise makes every run differ. Prints epsilon spent per site (each site's own accountant)
  * and pooled hold-out accuracy and AUC, and for each DP kind every run's accuracy, their mean and standard deviation,
  * how many runs reach 0.95 (the issue's bar for record-level DP at epsilon 2), and the mean as a ratio to the baseline.
  *
  * Options: --repeats N (default 8: one run's accuracy moves by a patient or two with the noise), --rounds N (default 20),
- * --modes record,client-distributed,record-distributed (default record,client-distributed; record-distributed: the
+ * --modes record-distributed,record,client-distributed (default all three; record-distributed: the
  * WDBC_DP recipe with the noise split among the sites under secure aggregation, WDBC_DISTRIBUTED_RECORD_DP),
  * --json (one JSON line at the end).
  */
@@ -20,7 +21,7 @@ import type { StudyManifestInput } from '../protocol/messages.ts';
 const { values } = parseArgs({
   options: {
     repeats: { type: 'string', default: '8' }, rounds: { type: 'string', default: '20' },
-    modes: { type: 'string', default: 'record,client-distributed' }, json: { type: 'boolean', default: false },
+    modes: { type: 'string', default: 'record-distributed,record,client-distributed' }, json: { type: 'boolean', default: false },
   },
 });
 const repeats = Number(values.repeats);
