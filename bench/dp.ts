@@ -11,7 +11,8 @@
  * Options: --repeats N (default 8: one run's accuracy moves by a patient or two with the noise), --rounds N (default 20),
  * --modes record-distributed,record,client-distributed (default all three; record-distributed: the
  * WDBC_DP recipe with the noise split among the sites under secure aggregation, WDBC_DISTRIBUTED_RECORD_DP),
- * --json (one JSON line at the end).
+ * --threshold F (the distributed modes' privacy.secureAggregation.threshold; default the manifest default 0.6, so
+ * 3 of 5 sites: each site adds a third of the noise; 1: every site needed, each adds a fifth), --json (one JSON line at the end).
  */
 import { parseArgs } from 'node:util';
 import { demoManifest, WDBC_DISTRIBUTED_DP, WDBC_DP, type DemoDpMode } from '../cli/demo.ts';
@@ -22,6 +23,7 @@ const { values } = parseArgs({
   options: {
     repeats: { type: 'string', default: '8' }, rounds: { type: 'string', default: '20' },
     modes: { type: 'string', default: 'record-distributed,record,client-distributed' }, json: { type: 'boolean', default: false },
+    threshold: { type: 'string' },
   },
 });
 const repeats = Number(values.repeats);
@@ -51,14 +53,17 @@ try {
   console.log(`WDBC over ${SITES} sites, ${rounds} rounds, pooled hold-out of every site; record-level DP-SGD at target epsilon ${WDBC_DP.dp.targetEpsilon} (noise at each site, or split among the sites under secure aggregation: record-distributed), client-level distributed (Skellam) DP at target epsilon ${WDBC_DISTRIBUTED_DP.dp.targetEpsilon}, delta 1e-5`);
   const baselines: Record<string, Run> = {};
   for (const mode of modes) {
-    const manifest = demoManifest(rounds, SITES, false, mode);
+    const demo = demoManifest(rounds, SITES, false, mode);
+    const manifest: StudyManifestInput = values.threshold !== undefined && mode !== 'record'
+      ? { ...demo, privacy: { ...demo.privacy, secureAggregation: { threshold: Number(values.threshold) } } }
+      : demo;
     const label = mode === 'record' ? 'DP-SGD (record)' : mode === 'record-distributed' ? 'distributed DP (record)' : 'distributed DP (client)';
     const level = mode === 'client-distributed' ? 'client' : 'record';
     // Each DP kind against the same training without DP, measured in this run: record-level DP-SGD trains with
     // plain full-batch SGD (its baseline too); the distributed runs train as the demo does, under secure aggregation
     // (record-distributed: the same full-batch steps as record mode, so the same baseline under secure aggregation).
     const { dp: _dp, ...rest } = manifest.privacy ?? {};
-    const baseline = await one(`baseline for ${mode} (no DP)`, { ...manifest, name: `${manifest.name} without DP (baseline)`, privacy: { ...rest, secureAggregation: mode !== 'record' } }, undefined);
+    const baseline = await one(`baseline for ${mode} (no DP)`, { ...manifest, name: `${manifest.name} without DP (baseline)`, privacy: { ...rest, secureAggregation: mode === 'record' ? false : rest.secureAggregation ?? true } }, undefined);
     baselines[mode] = baseline;
     runs.push(baseline);
     const dp: Run[] = [];
