@@ -5,6 +5,8 @@
  * conditional randomized rounding, and adds its share of Skellam noise before masking; secure aggregation sums the
  * lanes modulo 2^32, and the sum carries Skellam noise of the total variance. The coordinator divides the noisy sum
  * by `scale` and the number of survivors. plan.ts chooses the parameters; this file encodes, decodes and bounds.
+ * Record level (`record-distributed`, RecordLaneEncoder below) rounds each record's clipped gradient the same way
+ * and sums them, so the sensitivity is one record's; the coordinator takes a gradient step from the noisy sum.
  *
  * Lane layout (`d` model parameters, `d + 2` lanes, the same length as an ordinary training vector):
  *   lanes 0..d-1  round(scale * clip_L2(delta)) + Skellam noise of variance siteVariance
