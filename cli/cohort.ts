@@ -320,18 +320,19 @@ example(program.command('demo')
   .option('--dir <dir>', 'working directory (default: a fresh temporary one)')
   .option('--keep', 'keep the coordinator and agents running after the study, until Ctrl-C')
   .option('--loso', 'also run leave-one-site-out evaluation after the rounds')
-  .option('--dp', 'record-level differential privacy: DP-SGD at every site, epsilon 2 at delta 1e-5; prints epsilon spent per site')
-  .addOption(new Option('--dp-mode <mode>', 'differential privacy mode: record (same as --dp), or client-distributed (each site adds Skellam noise under secure aggregation; client-level epsilon 8 at delta 1e-5)').choices(['record', 'client-distributed']))
+  .option('--dp', 'record-level differential privacy at epsilon 2 (delta 1e-5): full-batch DP gradient descent whose noise the sites split under secure aggregation (record-distributed); prints epsilon spent per site')
+  .addOption(new Option('--dp-mode <mode>', 'differential privacy mode: record-distributed (same as --dp), record (full-batch DP-SGD with the whole noise at every site; works without secure aggregation), or client-distributed (each site adds Skellam noise to its update under secure aggregation; client-level epsilon 8 at delta 1e-5)').choices(['record-distributed', 'record', 'client-distributed']))
   .option('--no-secure-aggregation', 'run plain FedAvg: the coordinator sees each site\'s update (secure aggregation is on by default)')
   .action(async (o: { rounds: string; sites: string; dir?: string; keep?: boolean; loso?: boolean; dp?: boolean; dpMode?: DemoDpMode; secureAggregation: boolean }) => {
-    if (o.dpMode === 'client-distributed' && !o.secureAggregation) {
-      throw new CohortError('COHORT_ERR_DP_INVALID', 'client-distributed DP adds its noise under secure aggregation; drop --no-secure-aggregation');
+    const dp = o.dpMode ?? (o.dp ? 'record-distributed' : false);
+    if ((dp === 'client-distributed' || dp === 'record-distributed') && !o.secureAggregation) {
+      throw new CohortError('COHORT_ERR_DP_INVALID', `${dp} DP adds its noise under secure aggregation; drop --no-secure-aggregation${dp === 'record-distributed' ? ', or use --dp-mode record (the whole noise at every site)' : ''}`);
     }
     process.exitCode = await runDemo({
-      rounds: Number(o.rounds), sites: Number(o.sites), keep: o.keep ?? false, loso: o.loso ?? false, dp: o.dpMode ?? (o.dp ? 'record' : false),
+      rounds: Number(o.rounds), sites: Number(o.sites), keep: o.keep ?? false, loso: o.loso ?? false, dp,
       secureAggregation: o.secureAggregation, ...(o.dir ? { dir: o.dir } : {}),
     });
-  }), 'cohort demo --rounds 10 --loso   (or: cohort demo --dp --sites 5 --rounds 20; cohort demo --dp-mode client-distributed --sites 5)');
+  }), 'cohort demo --rounds 10 --loso   (or: cohort demo --dp --sites 5 --rounds 20; cohort demo --dp-mode record --sites 5 --rounds 20; cohort demo --dp-mode client-distributed --sites 5)');
 
 registerSimulate(program, example);
 

@@ -28,8 +28,9 @@ export interface DemoOptions {
   /** Also run leave-one-site-out evaluation after the rounds (each round then needs one site fewer). */
   loso?: boolean;
   /**
-   * Differential privacy: `record` (full-batch DP-SGD at every site, record-level epsilon 2) or `client-distributed` (Skellam
-   * noise from the sites under secure aggregation, client-level epsilon 8), both at delta 1e-5.
+   * Differential privacy: `record-distributed` (full-batch DP gradient descent, the noise split among the sites under
+   * secure aggregation, record-level epsilon 2), `record` (the same steps with the whole noise at every site), or
+   * `client-distributed` (Skellam noise from the sites on their updates, client-level epsilon 8), all at delta 1e-5.
    */
   dp?: DemoDpMode | false;
   /** SecAgg+ on (default) or off (plain FedAvg: the coordinator sees each site's update). */
@@ -60,7 +61,19 @@ export const WDBC_DISTRIBUTED_DP = {
   dp: { mode: 'client-distributed' as const, clip: 1, targetEpsilon: 8, delta: 1e-5 },
 };
 
-export type DemoDpMode = 'record' | 'client-distributed';
+/**
+ * Record-level DP for WDBC with the noise split among the sites (`record-distributed`): the same full-batch DP
+ * gradient descent as WDBC_DP (clip 0.5 per patient, learning rate 4, epsilon 2 at delta 1e-5), but each round the
+ * sites send the rounded sum of their patients' clipped gradients, each with its share of Skellam noise, under
+ * secure aggregation, and the coordinator takes the step. The global step carries the noise of one release instead of
+ * one per site. bench/dp.ts measures it against WDBC_DP.
+ */
+export const WDBC_DISTRIBUTED_RECORD_DP = {
+  training: WDBC_DP.training,
+  dp: { mode: 'record-distributed' as const, clip: 0.5, targetEpsilon: 2, delta: 1e-5 },
+};
+
+export type DemoDpMode = 'record' | 'client-distributed' | 'record-distributed';
 
 /** Splits a CSV's rows across sites: seeded shuffle, then unequal shares (hospitals differ in size). */
 export function splitCsvForSites(csvFile: string, sites: number, seed = 7): string[] {
@@ -84,6 +97,14 @@ export function splitCsvForSites(csvFile: string, sites: number, seed = 7): stri
 }
 
 export function demoManifest(rounds: number, sites: number, loso = false, dp: boolean | DemoDpMode = false, secureAggregation = true): StudyManifestInput {
+  if (dp === 'record-distributed') {
+    // The sites' share of the noise needs secure aggregation: the coordinator only ever holds the noisy gradient sum.
+    const base = demoManifest(rounds, sites, loso, false, true);
+    return {
+      ...base, name: 'WDBC malignancy with record-level distributed DP (demo)',
+      training: { rounds, ...WDBC_DISTRIBUTED_RECORD_DP.training }, privacy: { secureAggregation: true, dp: WDBC_DISTRIBUTED_RECORD_DP.dp },
+    };
+  }
   if (dp === 'client-distributed') {
     // The sites' own integer noise needs secure aggregation: the coordinator only ever holds the noisy sum.
     const base = demoManifest(rounds, sites, loso, false, true);
@@ -166,7 +187,7 @@ export async function runDemo(o: DemoOptions): Promise<number> {
       children.push(spawnCohort(['site', 'run', '--dir', siteDir], join(dir, `site-${i + 1}.log`)));
       console.log(`site agent: ${name} with ${csv.trim().split('\n').length - 1} patients, enrolled with a one-time token (records stay in ${siteDir})`);
     }
-    const secure = o.dp === 'client-distributed' || (o.secureAggregation ?? true);
+    const secure = o.dp === 'client-distributed' || o.dp === 'record-distributed' || (o.secureAggregation ?? true);
     const { study } = await api<{ study: { id: string } }>(url, '/api/studies', { method: 'POST', token, body: signedStudyRequest(demoManifest(o.rounds, o.sites, o.loso ?? false, o.dp ?? false, secure), researcher) });
     await api(url, `/api/studies/${study.id}/start`, { method: 'POST', token });
     console.log(`study ${study.id} (manifest signed by ${researcher.name}) started: ${o.rounds} rounds of FedAvg, logistic regression, ${secure ? 'under secure aggregation (SecAgg+)' : 'WITHOUT secure aggregation (--no-secure-aggregation)'}\n`);
@@ -181,18 +202,20 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     if (backends.length) console.log(`\nSites trained on the tfjs ${backends.join(' and ')} backend${backends.length > 1 ? 's' : ''}${backends.includes('tensorflow') ? '' : ' (native TensorFlow did not load here; see README, Training backends)'}.`);
     const sa = (last as { secureAggregation?: { sites: number; threshold: number; degree: number } }).secureAggregation;
     if (sa) {
-      console.log(`\nSecure aggregation: on in every round (SecAgg+, ${sa.sites} sites, any ${sa.threshold} of them needed to unmask, ${sa.degree === sa.sites - 1 ? 'complete graph' : `${sa.degree} neighbours each`}). Each site sent only a masked update; the coordinator never held one in the clear, only their ${o.dp === 'client-distributed' ? 'sum, with the sites\' noise in it' : 'weighted sum'}.`);
+      console.log(`\nSecure aggregation: on in every round (SecAgg+, ${sa.sites} sites, any ${sa.threshold} of them needed to unmask, ${sa.degree === sa.sites - 1 ? 'complete graph' : `${sa.degree} neighbours each`}). Each site sent only a masked update; the coordinator never held one in the clear, only their ${o.dp === 'client-distributed' || o.dp === 'record-distributed' ? 'sum, with the sites\' noise in it' : 'weighted sum'}.`);
     } else {
       console.log('\nSecure aggregation: off. The coordinator saw each site\'s update in the clear.');
     }
     console.log(`\nPooled hold-out (${p.n} patients across ${o.sites} sites, never seen in training):`);
     console.log(`  AUC ${p.auc?.toFixed(3)}   accuracy ${p.accuracy.toFixed(3)}   sensitivity ${p.sensitivity?.toFixed(3)}   specificity ${p.specificity?.toFixed(3)}`);
     if (o.dp) {
-      const { study: s } = await api<{ study: { privacy?: { delta: number; perSite: Record<string, { record?: number; client?: number }>; client?: { epsilon: number; noiseMultiplier: number } } } }>(url, `/api/studies/${study.id}`, { token });
+      const { study: s } = await api<{ study: { privacy?: { delta: number; perSite: Record<string, { record?: number; client?: number }>; client?: { epsilon: number; noiseMultiplier: number }; record?: { epsilon: number; noiseMultiplier: number } } } }>(url, `/api/studies/${study.id}`, { token });
       const distributed = o.dp === 'client-distributed';
       console.log(distributed
         ? `\nClient-level differential privacy, noise added by the sites under secure aggregation (Skellam, noise multiplier ${s.privacy?.client?.noiseMultiplier.toFixed(3)}); epsilon spent at delta ${s.privacy?.delta ?? WDBC_DISTRIBUTED_DP.dp.delta}: study ${s.privacy?.client?.epsilon.toFixed(3)} by the coordinator's accountant, and by each site's own:`
-        : `\nRecord-level differential privacy (DP-SGD at each site), epsilon spent at delta ${s.privacy?.delta ?? WDBC_DP.dp.delta}, by each site's own accountant:`);
+        : o.dp === 'record-distributed'
+          ? `\nRecord-level differential privacy, one noisy full-batch gradient step per round, the noise split among the sites under secure aggregation (Skellam, noise multiplier ${s.privacy?.record?.noiseMultiplier.toFixed(3)}); epsilon spent at delta ${s.privacy?.delta ?? WDBC_DP.dp.delta}: study ${s.privacy?.record?.epsilon.toFixed(3)} by the coordinator's accountant, and by each site's own:`
+          : `\nRecord-level differential privacy (DP-SGD at each site), epsilon spent at delta ${s.privacy?.delta ?? WDBC_DP.dp.delta}, by each site's own accountant:`);
       for (const [site, e] of Object.entries(s.privacy?.perSite ?? {}).sort()) console.log(`  ${site.padEnd(12)} epsilon ${(distributed ? e.client : e.record)?.toFixed(3) ?? '-'}`);
     }
     console.log(`\nAPI: ${url}/api/studies/${study.id}   model: ${url}/api/studies/${study.id}/model/model.json`);

@@ -105,10 +105,13 @@ export type StrategyName = StrategySpec['name'];
  * training, each site's own guarantee for its patients. `client-central`: each site's update is clipped and the
  * coordinator adds Gaussian noise to the sum, protecting a whole site's contribution from whoever gets the model.
  * `client-distributed`: the same with integer (Skellam) noise added by the sites under secure aggregation, so the
- * coordinator never sees an update without noise (protocol/privacy/distributed.ts).
+ * coordinator never sees an update without noise (protocol/privacy/distributed.ts). `record-distributed`: record-level
+ * DP as one full-batch DP gradient step per round over all sites' records, each site adding its share of integer
+ * (Skellam) noise to its sum of per-example clipped gradients under secure aggregation, so one round's noise
+ * protects every record of every site at once (protocol/privacy/distributed.ts).
  */
 export const DpSettingsSchema = z.object({
-  mode: z.enum(['none', 'record', 'client-central', 'client-distributed']),
+  mode: z.enum(['none', 'record', 'client-central', 'client-distributed', 'record-distributed']),
   /** L2 bound: per example (record) or per site update (client modes); the initial bound with adaptive clipping. */
   clip: z.number().positive().max(1e6).default(1),
   /** Noise standard deviation over clip. Give this, or `targetEpsilon`, or both (then the target is a cap). */
@@ -131,12 +134,15 @@ export const DpSettingsSchema = z.object({
   message: 'give noiseMultiplier or targetEpsilon (or both)', path: ['noiseMultiplier'],
 }).refine((d) => !d.adaptiveClipping || d.mode === 'client-central' || d.mode === 'client-distributed', {
   message: 'adaptive clipping applies to the client modes only', path: ['adaptiveClipping'],
+}).refine((d) => d.mode !== 'record-distributed' || (d.microbatch === 1 && !d.averageIterates), {
+  // One full-batch step per round, clipped per example: there are no microbatches and no iterates to average.
+  message: 'record-distributed clips every example and takes one step per round: microbatch must be 1 and averageIterates false', path: ['mode'],
 });
 export type DpSettings = z.output<typeof DpSettingsSchema>;
 
 /** What a site reports about its privacy spend with each training reply (shown per site by the coordinator). */
 export const TrainPrivacySchema = z.object({
-  mode: z.enum(['record', 'client-central', 'client-distributed']),
+  mode: z.enum(['record', 'client-central', 'client-distributed', 'record-distributed']),
   delta: z.number().positive(),
   /** The site's own accountant, this study and dataset, after this round: record-level epsilon. */
   recordEpsilon: z.number().min(0).optional(),

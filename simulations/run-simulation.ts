@@ -54,7 +54,7 @@ export interface SiteSummary {
 /** What a setting's privacy was, and what it spent. */
 export interface SettingPrivacy {
   secureAggregation: boolean;
-  dp: 'none' | 'record' | 'client-central' | 'client-distributed';
+  dp: 'none' | 'record' | 'client-central' | 'client-distributed' | 'record-distributed';
   /** `record`: each patient's guarantee; `client`: each site's whole contribution. */
   level: 'record' | 'client' | null;
   delta: number | null;
@@ -129,10 +129,11 @@ const finiteOrNull = (v: number | undefined): number | null => (v !== undefined 
 function privacyOf(s: Scenario, study: StudyRecord | undefined): SettingPrivacy {
   const dp = s.privacy.dp;
   const mode = dp?.mode ?? 'none';
-  const level = mode === 'none' ? null : mode === 'record' ? 'record' : 'client';
+  const level = mode === 'none' ? null : mode === 'record' || mode === 'record-distributed' ? 'record' : 'client';
   const perSite = Object.values(study?.privacy?.perSite ?? {}).map((e) => (level === 'record' ? e.record : e.client)).filter((v): v is number => v !== undefined && Number.isFinite(v));
   const epsilon = level === null ? null
     : level === 'client' && study?.privacy?.client ? finiteOrNull(study.privacy.client.epsilon)
+      : mode === 'record-distributed' && study?.privacy?.record ? finiteOrNull(study.privacy.record.epsilon)
       : perSite.length ? Math.max(...perSite) : null;
   return {
     secureAggregation: s.privacy.secureAggregation !== false, dp: mode, level, delta: dp && mode !== 'none' ? dp.delta : null,
@@ -184,8 +185,8 @@ export function checkSetting(setting: { label: string; scenario: Scenario }): vo
     checkSecureAggregationStudy(manifest);
     // Malicious sites attack the quantized training lanes (simulations/faults.ts attackLanes); client-distributed DP
     // encodes its lanes differently (scaled, rounded, noised), and a silently honest "malicious" site would mislead.
-    if (s.malicious.fraction > 0 && s.privacy.dp?.mode === 'client-distributed') {
-      throw new CohortError('COHORT_ERR_SIM_SCENARIO_INVALID', 'malicious sites are not simulated under client-distributed DP yet; set malicious.fraction to 0 or use another DP mode');
+    if (s.malicious.fraction > 0 && (s.privacy.dp?.mode === 'client-distributed' || s.privacy.dp?.mode === 'record-distributed')) {
+      throw new CohortError('COHORT_ERR_SIM_SCENARIO_INVALID', `malicious sites are not simulated under ${s.privacy.dp.mode} DP yet; set malicious.fraction to 0 or use another DP mode`);
     }
   } catch (err) {
     if (!(err instanceof CohortError)) throw err;
@@ -246,7 +247,7 @@ export async function runSetting(setting: { label: string; overrides: Record<str
   const transport = new InMemoryTransport(online, (site, task) => ctx.pool.run(site, task), new FaultPlan(s.faults, s.seed));
 
   // Under record-level DP a site's training loss is a function of its data that no noise protects: it sends 0.
-  const recordDp = s.privacy.dp?.mode === 'record';
+  const recordDp = s.privacy.dp?.mode === 'record' || s.privacy.dp?.mode === 'record-distributed';
   const restartAfter = new Set(s.faults.restartCoordinatorAfter);
   let restarts = 0;
   let finish: () => void = () => undefined;

@@ -30,8 +30,8 @@ import { schemaReport, sourceOptionsFor, statsReply, taskData } from './data/tas
 import { evaluate, train } from './training/trainer.ts';
 import { selectBackend } from './training/backends.ts';
 import { SiteDp } from './mods/dp.ts';
-import { distributedRoundPlan } from '../protocol/privacy/plan.ts';
-import { trainDpSgd } from './training/dp-sgd.ts';
+import { distributedLevel, distributedRoundPlan } from '../protocol/privacy/plan.ts';
+import { clippedRecordGradients, trainDpSgd } from './training/dp-sgd.ts';
 import { roundCount } from './data/data-source.ts';
 import { SecAggClient, type QuantizedTransform, type SecAggIdentity } from './mods/secagg.ts';
 import {
@@ -421,6 +421,16 @@ export class SiteAgent {
       const data = await taskData(src, 'train', task, manifest);
       // Differential privacy: the site's budget is checked and charged before any training (refusal: nothing else leaves).
       const dp = this.dp.beforeTrain(task, manifest, data.n, task.secagg ? this.secagg.distributedPlan(task.secagg.sessionId) : undefined);
+      if (dp?.distributed === 'record' && task.secagg) {
+        // Record-distributed DP: no local training. Every record's clipped gradient at the global model is rounded,
+        // summed and noised by the encoder; the coordinator takes the step. Neither loss nor update leaves in the clear.
+        const enc = this.secagg.recordEncoder(task.secagg.sessionId);
+        const out = await clippedRecordGradients(task.model, global, data, dp.settings.clip, (g) => enc.add(g));
+        return {
+          masked: this.secagg.mask(task.studyId, task.round, task.secagg, enc.finish()), backend: out.backend, durationMs: Date.now() - started,
+          privacy: dp.report,
+        };
+      }
       const fit = { epochs: task.localEpochs, batchSize: task.batchSize, optimizer: task.optimizer, learningRate: task.learningRate };
       const out = dp?.record
         // Under record-level DP neither the training loss nor the exact count may leave: both are functions of the
@@ -466,13 +476,14 @@ export class SiteAgent {
     switch (task.kind) {
       case 'secagg-advertise': {
         const dp = manifest.privacy.dp;
-        if (dp?.mode !== 'client-distributed') return this.secagg.advertise(task, id, terms);
-        // Client-distributed DP: the site plans the round's noise itself from what it approved and this session's
-        // shape (advertise checks the shape against the manifest), and refuses here, before any key leaves, when
-        // the round would take it past its budget.
+        const level = distributedLevel(dp);
+        if (!dp || !level) return this.secagg.advertise(task, id, terms);
+        // Distributed DP: the site plans the round's noise itself from what it approved and this session's shape
+        // (advertise checks the shape against the manifest), and refuses here, before any key leaves, when the
+        // round would take it past its budget (its cost does not depend on the data: every record, every round).
         const s = task.session;
-        const plan = distributedRoundPlan(dp, manifest.training.rounds, { dim: s.vectorLength - 2, sites: s.roster.length, threshold: s.threshold, bits: s.quantizationBits });
-        this.dp.checkBudget(task.studyId, task.dataset, task.round, 'client', plan.event);
+        const plan = distributedRoundPlan(dp, manifest.training.rounds, { dim: s.vectorLength - 2, sites: s.roster.length, threshold: s.threshold, bits: s.quantizationBits, maxWeight: s.maxWeight });
+        this.dp.checkBudget(task.studyId, task.dataset, task.round, level, plan.event);
         return this.secagg.advertise(task, id, { ...terms, distributed: plan });
       }
       case 'secagg-share':

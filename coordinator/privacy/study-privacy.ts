@@ -9,15 +9,17 @@
  * noise (`client-distributed`) does not: the sites add integer noise under secure aggregation, the coordinator
  * decodes the noisy sum (coordinator/secure-aggregation/secure-train.ts) and accounts for the noise the threshold
  * guarantees. Record-level DP needs no trust in the coordinator either: the sites add their own noise, and the
- * coordinator only shows what they report.
+ * coordinator only shows what they report (`record`), or (`record-distributed`: one full-batch gradient step per
+ * round whose noise the sites split under secure aggregation) decodes the noisy gradient sum, takes the step and
+ * accounts for the noise the threshold guarantees, as in client-distributed.
  */
 import type { Tensor } from '../../protocol/codec.ts';
 import { CohortError, type WireError } from '../../protocol/errors.ts';
 import type { DpSettings, TrainPrivacy } from '../../protocol/messages.ts';
-import { epsilonOf } from '../../protocol/privacy/accountant.ts';
+import { epsilonOf, type PrivacyEvent } from '../../protocol/privacy/accountant.ts';
 import { gaussianNoise, keyedUniform, type Uniform } from '../../protocol/privacy/noise.ts';
 import type { Entropy } from '../../protocol/crypto/entropy.ts';
-import { clientRoundPlan, distributedMechanism, distributedRoundPlan, type DistributedRoundPlan } from '../../protocol/privacy/plan.ts';
+import { clientRoundPlan, distributedLevel, distributedRoundPlan, type DistributedRoundPlan } from '../../protocol/privacy/plan.ts';
 import { secureAggregationSettings } from '../../protocol/secagg-messages.ts';
 import { sessionShape } from '../../protocol/crypto/session.ts';
 import type { AggregateInput, FitResult, Strategy } from '../strategies/strategy.ts';
@@ -35,9 +37,12 @@ export interface SiteEpsilon {
   round: number;
 }
 
-/** The coordinator's client-level accounting for one round (client modes). */
+/**
+ * The coordinator's own accounting for one round: client level (client modes, `round.privacy.client`), or record
+ * level under record-distributed DP (`round.privacy.record`; `clip` is then per record, the noise on the gradient sum).
+ */
 export interface ClientRoundPrivacy {
-  /** Client-level epsilon of the model released after this round, by the coordinator's accountant. */
+  /** Epsilon (client or record level) of the model released after this round, by the coordinator's accountant. */
   epsilon: number;
   noiseMultiplier: number;
   /** Standard deviation of the noise added to the sum of updates (updateNoiseMultiplier * clip). */
@@ -47,7 +52,7 @@ export interface ClientRoundPrivacy {
   nextClip: number;
   /** Noisy fraction of sites whose update was within the clip (adaptive clipping only). */
   withinClipFraction?: number;
-  /** Client-distributed: the Skellam mechanism of the round (integer units unless said otherwise). */
+  /** Distributed modes: the Skellam mechanism of the round (integer units unless said otherwise). */
   distributed?: {
     /** Integer units per unit of weight. */
     scale: number;
@@ -71,6 +76,8 @@ export interface RoundPrivacy {
   delta: number;
   perSite: Record<string, SiteEpsilon>;
   client?: ClientRoundPrivacy;
+  /** Record-distributed: the coordinator's record-level accounting of the noise the sites put in the sum. */
+  record?: ClientRoundPrivacy;
 }
 
 /**
@@ -83,6 +90,8 @@ export interface StudyPrivacy {
   targetEpsilon?: number;
   perSite: Record<string, SiteEpsilon>;
   client?: { epsilon: number; rounds: number; noiseMultiplier: number; clip: number };
+  /** Record-distributed: record-level epsilon of the study by the coordinator's accountant (each site charges the same). */
+  record?: { epsilon: number; rounds: number; noiseMultiplier: number; clip: number };
   /** Sites that refused a round because their budget was spent (COHORT_ERR_POLICY_EPSILON_EXCEEDED). */
   exhausted?: Record<string, { round: number; message: string; at: string }>;
 }
@@ -99,15 +108,24 @@ function clipFor(dp: DpSettings, rounds: readonly RoundRecord[], round: number):
 }
 
 /**
- * The client-distributed plan of a round over `sites` sites of a `dim`-parameter model, exactly as each site
- * computes it from the manifest and the session (same function, same inputs); undefined for other modes.
+ * The distributed-DP plan of a round (client- or record-distributed) over `sites` sites of a `dim`-parameter model,
+ * exactly as each site computes it from the manifest and the session (same function, same inputs; `maxWeight`, the
+ * session's bound on records per site, matters at record level); undefined for other modes.
  */
-export function distributedPlanFor(manifest: StudyRecord['manifest'], sites: number, dim: number): DistributedRoundPlan | undefined {
+export function distributedPlanFor(manifest: StudyRecord['manifest'], sites: number, dim: number, maxWeight: number): DistributedRoundPlan | undefined {
   const dp = manifest.privacy.dp;
-  if (dp?.mode !== 'client-distributed') return undefined;
+  if (!dp || !distributedLevel(dp)) return undefined;
   const settings = secureAggregationSettings(manifest.privacy.secureAggregation);
-  if (!settings) throw new CohortError('COHORT_ERR_DP_INVALID', 'client-distributed DP adds its noise under secure aggregation; turn privacy.secureAggregation on or use client-central');
-  return distributedRoundPlan(dp, manifest.training.rounds, { dim, sites, threshold: sessionShape(settings, sites).threshold, bits: settings.quantizationBits });
+  if (!settings) throw new CohortError('COHORT_ERR_DP_INVALID', `${dp.mode} DP adds its noise under secure aggregation; turn privacy.secureAggregation on`);
+  return distributedRoundPlan(dp, manifest.training.rounds, { dim, sites, threshold: sessionShape(settings, sites).threshold, bits: settings.quantizationBits, maxWeight });
+}
+
+/** The Skellam events of the completed rounds before `round` of a record-distributed study, as stored with them. */
+function recordEvents(rounds: readonly RoundRecord[], round: number): PrivacyEvent[] {
+  return rounds.filter((r) => r.round < round).flatMap((r) => {
+    const d = r.privacy?.record?.distributed;
+    return d ? [{ kind: 'skellam' as const, l1: d.l1, l2: d.l2, variance: d.variance, steps: 1 }] : [];
+  });
 }
 
 export class CoordinatorDp {
@@ -123,24 +141,26 @@ export class CoordinatorDp {
    * that needs individual updates with client-level DP, or a next round that would take the study past its
    * target epsilon (COHORT_ERR_STUDY_EPSILON_TARGET, the study then stops with that reason).
    */
-  gate(study: StudyRecord, round: number, rounds: readonly RoundRecord[], strategy: Strategy, expectedSites: number, dim: number): WireError | undefined {
+  gate(study: StudyRecord, round: number, rounds: readonly RoundRecord[], strategy: Strategy, expectedSites: number, dim: number, maxWeight?: number): WireError | undefined {
     const dp = settingsOf(study);
     if (!dp) return undefined;
-    if (dp.mode === 'client-distributed') {
-      // The mechanism is the same every round (the threshold only splits its noise), so epsilon after `round`
-      // rounds is `round` times one round's RDP.
+    const level = distributedLevel(dp);
+    if (level) {
+      // Client level: the mechanism is the same every round (the threshold only splits its noise), so epsilon after
+      // `round` rounds is `round` times one round's RDP. Record level: the scale follows the session's bound on
+      // records per site, so the completed rounds' events are composed as stored, with this round's.
       const settings = secureAggregationSettings(study.manifest.privacy.secureAggregation);
-      if (!settings) return { code: 'COHORT_ERR_DP_INVALID', message: 'client-distributed DP adds its noise under secure aggregation; this study turns it off' };
-      let event;
+      if (!settings) return { code: 'COHORT_ERR_DP_INVALID', message: `${dp.mode} DP adds its noise under secure aggregation; this study turns it off` };
+      let plan;
       try {
-        if (dp.adaptiveClipping) throw new CohortError('COHORT_ERR_DP_UNSUPPORTED', 'adaptive clipping is not available with client-distributed DP');
-        event = distributedMechanism(dp, study.manifest.training.rounds, dim, settings.quantizationBits).event;
+        plan = distributedPlanFor(study.manifest, Math.max(2, expectedSites), dim, maxWeight ?? 1)!;
       } catch (err) {
         return err instanceof CohortError ? err.toWire() : { code: 'COHORT_ERR_DP_INVALID', message: String(err) };
       }
       if (dp.targetEpsilon !== undefined) {
-        const next = epsilonOf([{ ...event, steps: round }], dp.delta).epsilon;
-        if (next > dp.targetEpsilon * (1 + 1e-9)) return targetReached(round, next, dp.targetEpsilon, 'client');
+        const events = level === 'client' ? [{ ...plan.event, steps: round }] : [...recordEvents(rounds, round), plan.event];
+        const next = epsilonOf(events, dp.delta).epsilon;
+        if (next > dp.targetEpsilon * (1 + 1e-9)) return targetReached(round, next, dp.targetEpsilon, level);
       }
       return undefined;
     }
@@ -169,7 +189,7 @@ export class CoordinatorDp {
     return undefined;
   }
 
-  /** Fields of this round's train task: the clip, in client modes; the decoding parameters, in client-distributed. */
+  /** Fields of this round's train task: the clip, in client modes; the decoding parameters, in the distributed modes. */
   trainFields(study: StudyRecord, round: number, rounds: readonly RoundRecord[], plan?: DistributedRoundPlan): { dp?: { clip: number; distributed?: { scale: number; siteVariance: number; headroom: number } } } {
     const dp = settingsOf(study);
     if (!dp || dp.mode === 'record') return {};
@@ -177,11 +197,15 @@ export class CoordinatorDp {
     return { dp: { clip: clipFor(dp, rounds, round) } };
   }
 
-  /** Client-distributed: the round's accounting, for the noise the threshold guarantees and the noise actually in. */
-  distributedRound(study: StudyRecord, round: number, plan: DistributedRoundPlan, survivors: number): ClientRoundPrivacy {
+  /**
+   * Distributed modes: the round's accounting, for the noise the threshold guarantees and the noise actually in.
+   * Client level: `round` rounds of the same mechanism; record level: the completed rounds' events and this one.
+   */
+  distributedRound(study: StudyRecord, round: number, plan: DistributedRoundPlan, survivors: number, rounds: readonly RoundRecord[]): ClientRoundPrivacy {
     const dp = settingsOf(study)!;
+    const events = plan.level === 'client' ? [{ ...plan.event, steps: round }] : [...recordEvents(rounds, round), plan.event];
     return {
-      epsilon: epsilonOf([{ ...plan.event, steps: round }], dp.delta).epsilon,
+      epsilon: epsilonOf(events, dp.delta).epsilon,
       noiseMultiplier: plan.noiseMultiplier, noiseStd: plan.noiseStd, clip: plan.clip, nextClip: plan.clip,
       distributed: {
         scale: plan.scale, l2: plan.l2, l1: plan.l1, variance: plan.variance, noiseSites: plan.noiseSites, siteVariance: plan.siteVariance,
@@ -246,7 +270,7 @@ export class CoordinatorDp {
         ...(p.nextRoundEpsilon !== undefined ? { nextRound: p.nextRoundEpsilon } : {}),
       };
     }
-    return { mode: dp.mode, delta: dp.delta, perSite, ...(client ? { client } : {}) };
+    return { mode: dp.mode, delta: dp.delta, perSite, ...(client ? (dp.mode === 'record-distributed' ? { record: client } : { client }) : {}) };
   }
 
   /** `study.privacy` after a round (or a refusal): the latest report of every site, the study's client epsilon. */
@@ -260,9 +284,11 @@ export class CoordinatorDp {
     const round = (rounds.at(-1)?.round ?? 0) + 1;
     for (const f of refusals) if (f.code === 'COHORT_ERR_POLICY_EPSILON_EXCEEDED') exhausted[f.site] = { round, message: f.message, at: now };
     const last = rounds.at(-1)?.privacy?.client;
+    const lastRecord = rounds.at(-1)?.privacy?.record;
     return {
       mode: dp.mode, delta: dp.delta, ...(dp.targetEpsilon !== undefined ? { targetEpsilon: dp.targetEpsilon } : {}), perSite,
       ...(last ? { client: { epsilon: last.epsilon, rounds: rounds.length, noiseMultiplier: last.noiseMultiplier, clip: last.nextClip } } : {}),
+      ...(lastRecord ? { record: { epsilon: lastRecord.epsilon, rounds: rounds.length, noiseMultiplier: lastRecord.noiseMultiplier, clip: lastRecord.clip } } : {}),
       ...(Object.keys(exhausted).length ? { exhausted } : {}),
     };
   }

@@ -169,11 +169,12 @@ async function runFold(deps: RunnerDeps, study: StudyRecord, heldOut: string, ot
           // The fold's round under secure aggregation: only the weighted mean of its sites' updates is ever seen.
           try {
             const members = sites.flatMap((x) => (keys.has(x.id) ? [{ id: x.id, name: x.name, identityKey: keys.get(x.id)! }] : []));
-            // Client-distributed DP: a fold's rounds are noised by its sites like the study's own (and charged by them).
-            const plan = members.length >= 2 ? distributedPlanFor(study.manifest, members.length, global.reduce((n, x) => n + x.data.length, 0)) : undefined;
+            // Distributed DP: a fold's rounds are noised by its sites like the study's own (and charged by them).
+            const maxWeight = secagg.maxWeight ?? defaultMaxWeight(Object.values(study.schemas ?? {}).map((x) => x.examplesRounded));
+            const plan = members.length >= 2 ? distributedPlanFor(study.manifest, members.length, global.reduce((n, x) => n + x.data.length, 0), maxWeight) : undefined;
             const res = await secureTrain({
               transport, log, sites: members,
-              settings: secagg, global, maxWeight: secagg.maxWeight ?? defaultMaxWeight(Object.values(study.schemas ?? {}).map((x) => x.examplesRounded)),
+              settings: secagg, global, maxWeight,
               minSurvivors: p.minSites, base: () => baseTask(study, round), deadlineMs: p.roundDeadlineMs, ...(plan ? { distributed: plan } : {}),
               train: {
                 model, weights: globalBytes, localEpochs: t.localEpochs, batchSize: t.batchSize, optimizer: t.optimizer, learningRate: t.learningRate,

@@ -364,7 +364,7 @@ export class StudyRunner {
       }
       // Differential privacy: stop here, with the reason on the study, if this round would pass the target epsilon.
       const priorRounds = store.listRounds(study.id);
-      const dpStop = this.dp.gate(study, round, priorRounds, strategy, sites.length, global.reduce((n, t) => n + t.data.length, 0));
+      const dpStop = this.dp.gate(study, round, priorRounds, strategy, sites.length, global.reduce((n, t) => n + t.data.length, 0), secagg ? secagg.maxWeight ?? defaultMaxWeight(Object.values(study.schemas ?? {}).map((s) => s.examplesRounded)) : undefined);
       if (dpStop) {
         await store.updateStudy(study.id, { status: dpStop.code === 'COHORT_ERR_STUDY_EPSILON_TARGET' ? 'stopped' : 'failed', error: dpStop });
         log.warn({ studyId: study.id, round, code: dpStop.code, reason: dpStop.message }, 'study stopped by differential privacy');
@@ -508,8 +508,8 @@ export class StudyRunner {
     const keys = new Map(this.deps.store.listSites().map((s) => [s.id, s.publicKey]));
     const members = sites.flatMap((s) => (keys.has(s.id) ? [{ id: s.id, name: s.name, identityKey: keys.get(s.id)! }] : []));
     const maxWeight = settings.maxWeight ?? defaultMaxWeight(Object.values(study.schemas ?? {}).map((s) => s.examplesRounded));
-    // Client-distributed DP: the sites noise their own updates; the plan fixes the encoding both sides use.
-    const plan = members.length >= 2 ? distributedPlanFor(study.manifest, members.length, global.reduce((n, x) => n + x.data.length, 0)) : undefined;
+    // Distributed DP: the sites noise their own updates (or record gradient sums); the plan fixes the encoding both sides use.
+    const plan = members.length >= 2 ? distributedPlanFor(study.manifest, members.length, global.reduce((n, x) => n + x.data.length, 0), maxWeight) : undefined;
     const res = await secureTrain({
       transport: this.deps.transport, log: this.deps.log, sites: members, settings, global, maxWeight, minSurvivors: p.minSites,
       base: () => this.baseTask(study, round), deadlineMs: p.roundDeadlineMs, ...(plan ? { distributed: plan } : {}),
@@ -524,8 +524,9 @@ export class StudyRunner {
       participants: res.survivors,
       failures: res.dropped.map(dropAsFailure),
       // Under client-distributed DP no example count leaves a site (each counts once): the total is not known here.
-      numExamples: plan ? 0 : res.totalWeight, trainLoss: res.meanLoss, backends: res.backends,
-      ...(plan ? { client: this.dp.distributedRound(study, round, plan, res.survivors.length) } : {}),
+      // Under record-distributed DP the weight lane holds the total record count (public, the step's divisor).
+      numExamples: plan?.level === 'client' ? 0 : res.totalWeight, trainLoss: res.meanLoss, backends: res.backends,
+      ...(plan ? { client: this.dp.distributedRound(study, round, plan, res.survivors.length, priorRounds) } : {}),
       taskIds: Object.fromEntries(res.survivors.map((site) => [site, res.taskIds[site]?.['masked-input'] ?? ''])),
       reports: res.reports,
       secureAggregation: { ...res.session, survivors: res.survivors.length, dropped: res.dropped.length, maxWeight },

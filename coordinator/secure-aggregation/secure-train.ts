@@ -11,7 +11,7 @@ import { CohortError } from '../../protocol/errors.ts';
 import { MaskedTrainResultSchema, type TrainPrivacy, type TrainTask } from '../../protocol/messages.ts';
 import type { SecureAggregationSettings } from '../../protocol/secagg-messages.ts';
 import { applyDelta, decodeTrainingLanes } from '../../protocol/crypto/quantize.ts';
-import { decodeDistributedLanes } from '../../protocol/privacy/distributed.ts';
+import { decodeDistributedLanes, decodeRecordLanes } from '../../protocol/privacy/distributed.ts';
 import type { DistributedRoundPlan } from '../../protocol/privacy/plan.ts';
 import type { Transport } from '../transport/transport.ts';
 import { runSecureSum, type SecureSumDrop, type SecureSumRequest, type SecureSumSite, type TaskBase } from './secure-sum.ts';
@@ -31,9 +31,11 @@ export interface SecureTrainRequest {
   train: TrainFields;
   deadlineMs: number;
   /**
-   * Client-distributed DP: the round's plan (coordinator/privacy/study-privacy.ts, `distributedPlanFor`). Sites
-   * then send clipped, scaled, rounded and noised updates with weight 1; the sum decodes to the plain mean of the
-   * survivors' updates plus the sites' noise.
+   * Distributed DP: the round's plan (coordinator/privacy/study-privacy.ts, `distributedPlanFor`). Client level:
+   * sites send clipped, scaled, rounded and noised updates with weight 1; the sum decodes to the plain mean of the
+   * survivors' updates plus the sites' noise. Record level: sites send the rounded sum of their records' clipped
+   * gradients plus noise, and their record count; the sum decodes to one gradient step of `train.learningRate`
+   * over the total count.
    */
   distributed?: DistributedRoundPlan;
   /** See `SecureSumRequest.entropy` (simulations only). */
@@ -70,7 +72,7 @@ export function dropAsFailure(d: SecureSumDrop): { site: string; code: string; m
 export async function secureTrain(req: SecureTrainRequest): Promise<SecureTrainResult> {
   const d = req.global.reduce((n, t) => n + t.data.length, 0);
   const plan = req.distributed;
-  if (plan && (plan.dim !== d || plan.bits !== req.settings.quantizationBits)) throw new CohortError('COHORT_ERR_DP_INVALID', 'the distributed-DP plan was made for another model or quantization');
+  if (plan && (plan.dim !== d || plan.bits !== req.settings.quantizationBits || (plan.level === 'record' && plan.contributions !== req.maxWeight))) throw new CohortError('COHORT_ERR_DP_INVALID', 'the distributed-DP plan was made for another model, quantization or bound on records per site');
   const res = await runSecureSum({
     transport: req.transport, log: req.log, sites: req.sites, settings: req.settings, vectorLength: d + 2, maxWeight: req.maxWeight,
     minSurvivors: req.minSurvivors, base: req.base, inputSchema: MaskedTrainResultSchema, inputDeadlineMs: req.deadlineMs,
@@ -80,7 +82,9 @@ export async function secureTrain(req: SecureTrainRequest): Promise<SecureTrainR
   });
   // A sum that did not unmask cleanly shows in the weight lane: it must lie between one and maxWeight per survivor
   // (exactly one per survivor under client-distributed DP).
-  const decoded = plan
+  const decoded = plan?.level === 'record'
+    ? { ...decodeRecordLanes(res.sum, plan, res.survivors.length, req.train.learningRate), meanLoss: 0 }
+    : plan
     ? { ...decodeDistributedLanes(res.sum, plan, res.survivors.length), meanLoss: 0 }
     : decodeTrainingLanes(res.sum, { clip: req.settings.clip, bits: req.settings.quantizationBits, maxWeight: req.maxWeight });
   if (decoded.totalWeight < res.survivors.length || decoded.totalWeight > res.survivors.length * req.maxWeight) {

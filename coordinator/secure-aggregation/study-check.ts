@@ -23,8 +23,8 @@ export function checkSecureAggregationStudy(manifest: StudyManifest): void {
   const settings = secureAggregationSettings(manifest.privacy.secureAggregation);
   const dp = manifest.privacy.dp;
   if (!settings) {
-    if (dp?.mode === 'client-distributed') {
-      throw new CohortError('COHORT_ERR_DP_INVALID', 'client-distributed differential privacy adds its noise at the sites under secure aggregation; turn privacy.secureAggregation on, or use client-central');
+    if (dp?.mode === 'client-distributed' || dp?.mode === 'record-distributed') {
+      throw new CohortError('COHORT_ERR_DP_INVALID', `${dp.mode} differential privacy adds its noise at the sites under secure aggregation; turn privacy.secureAggregation on, or use ${dp.mode === 'client-distributed' ? 'client-central' : 'record (DP-SGD at each site)'}`);
     }
     return;
   }
@@ -36,16 +36,17 @@ export function checkSecureAggregationStudy(manifest: StudyManifest): void {
     sessionShape(settings, named);
     checkHeadroom(named, { bits: settings.quantizationBits, maxWeight: settings.maxWeight ?? 1 });
   }
-  if (dp?.mode === 'client-distributed') {
+  if (dp?.mode === 'client-distributed' || dp?.mode === 'record-distributed') {
     // Each site's noise may push a lane past 2^(bits-1) by up to its headroom; n such lanes must still sum below
-    // 2^31. Checked for the named sites, or else for the study's minimum (more sites only need more room).
+    // 2^31. Checked for the named sites, or else for the study's minimum (more sites only need more room). Record
+    // level: one record per site gives the largest noise (the scale shrinks as maxWeight grows), so it bounds all.
     const n = Math.max(2, named ?? manifest.participation.minSites);
-    const plan = distributedRoundPlan(dp, manifest.training.rounds, { dim: 1, tailDim: ASSUMED_LANES, sites: n, threshold: sessionShape(settings, n).threshold, bits: settings.quantizationBits });
+    const plan = distributedRoundPlan(dp, manifest.training.rounds, { dim: 1, tailDim: ASSUMED_LANES, sites: n, threshold: sessionShape(settings, n).threshold, bits: settings.quantizationBits, maxWeight: 1 });
     try {
       checkHeadroom(n, { bits: settings.quantizationBits, maxWeight: settings.maxWeight ?? 1 }, plan.headroom);
     } catch (err) {
       if (!(err instanceof CohortError)) throw err;
-      throw new CohortError('COHORT_ERR_SECAGG_OVERFLOW', `client-distributed DP: ${n} sites each adding noise up to ${plan.headroom} on top of 2^${settings.quantizationBits - 1} could wrap a 32-bit lane; lower privacy.secureAggregation.quantizationBits (each bit less halves both) or the noise`, { ...err.details, headroom: plan.headroom, noiseMultiplier: plan.noiseMultiplier });
+      throw new CohortError('COHORT_ERR_SECAGG_OVERFLOW', `${dp.mode} DP: ${n} sites each adding noise up to ${plan.headroom} on top of 2^${settings.quantizationBits - 1} could wrap a 32-bit lane; lower privacy.secureAggregation.quantizationBits (each bit less halves both) or the noise`, { ...err.details, headroom: plan.headroom, noiseMultiplier: plan.noiseMultiplier });
     }
   }
 }

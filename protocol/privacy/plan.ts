@@ -92,35 +92,42 @@ export function clientRoundPlan(dp: DpSettings, rounds: number, expectedSites: n
   return { noiseMultiplier: z, updateNoiseMultiplier: update, bitNoiseStd: bit, event: { kind: 'sampled-gaussian', q: 1, noiseMultiplier: z, steps: 1 } };
 }
 
-// ---------------------------------------------------------------- client level, distributed (Skellam)
+// ---------------------------------------------------------------- distributed (Skellam): client and record level
 
 /** Largest total noise standard deviation, in integer units: keeps each Poisson mean far below 2^40. */
 const MAX_NOISE_STD = 2 ** 20;
 
-/** The Skellam mechanism of a `client-distributed` study: the same every round, whoever takes part. */
+/**
+ * The Skellam mechanism of a `client-distributed` or `record-distributed` study: the same every round, whoever
+ * takes part. At client level the unit the sensitivity bounds is one site's update; at record level it is one
+ * record's clipped gradient, and a site's lanes hold the sum of up to `contributions` such units.
+ */
 export interface DistributedMechanism {
-  /** L2 clip of each site's update. */
+  level: 'client' | 'record';
+  /** Units one site's lanes may sum: 1 at client level, the session's maxWeight (records per site) at record level. */
+  contributions: number;
+  /** L2 clip of each unit (a site's update, or one record's gradient). */
   clip: number;
   /** Model parameters (value lanes). */
   dim: number;
-  /** Secure aggregation's quantizationBits: one site's rounded update stays within 2^(bits-1) per lane. */
+  /** Secure aggregation's quantizationBits: one site's rounded lanes stay within 2^(bits-1) each. */
   bits: number;
-  /** Integer units per unit of the model's weights. */
+  /** Integer units per unit of the model's weights (client level) or of the gradient (record level). */
   scale: number;
-  /** Sensitivities of one site's scaled, conditionally rounded update (the accountant's D2 and D1). */
+  /** Sensitivities of one scaled, conditionally rounded unit (the accountant's D2 and D1). */
   l2: number;
   l1: number;
   /** Total noise standard deviation over l2. */
   noiseMultiplier: number;
   /** Total Skellam variance the released sum is guaranteed to carry, in integer units. */
   variance: number;
-  /** Standard deviation of that noise on the sum of updates, in the model's units (sqrt(variance) / scale). */
+  /** Standard deviation of that noise on the released sum, in the model's units (sqrt(variance) / scale). */
   noiseStd: number;
   /** One round's privacy event. */
   event: PrivacyEvent;
 }
 
-/** A round of a `client-distributed` study: the mechanism and how its noise is split among the sites. */
+/** A round of a distributed-noise study: the mechanism and how its noise is split among the sites. */
 export interface DistributedRoundPlan extends DistributedMechanism, DistributedEncoding {
   /** Sites the noise is split over: the secure-aggregation threshold, the fewest whose sum can be unmasked. */
   noiseSites: number;
@@ -138,17 +145,28 @@ function scaledClipFor(target: number, dim: number): number {
   return Math.max(c1, c2);
 }
 
+/** `client` for client-distributed, `record` for record-distributed; anything else has no distributed mechanism. */
+export function distributedLevel(dp: Pick<DpSettings, 'mode'> | undefined): 'client' | 'record' | undefined {
+  return dp?.mode === 'client-distributed' ? 'client' : dp?.mode === 'record-distributed' ? 'record' : undefined;
+}
+
 /**
  * The mechanism for `dim` parameters and `bits` of lane: total noise standard deviation S = min(2^(bits-4), 2^20)
- * integer units, and the scale chosen so that the rounded sensitivity is S / z (at most 2^(bits-1)). Rounding then
- * adds at most 1/4 of variance per lane and site against S^2 of noise, and no site's rounded update can exceed the
- * lane bound. With `targetEpsilon` and no noise multiplier, z is the smallest that spends the target over all
- * rounds by the Skellam accountant.
+ * integer units, and the scale chosen so that the rounded sensitivity is S / z, capped at 2^(bits-1) / contributions
+ * so that no site's rounded lanes (a sum of at most `contributions` rounded units) can exceed the lane bound.
+ * Rounding then adds at most 1/4 of variance per lane and unit against S^2 of noise. With `targetEpsilon` and no
+ * noise multiplier, z is the smallest that spends the target over all rounds by the Skellam accountant. Record
+ * level: every record of every site is in every round's sum (full batch, no sampling), so the rounds compose
+ * without amplification, exactly as at client level.
  */
-export function distributedMechanism(dp: DpSettings, rounds: number, dim: number, bits: number): DistributedMechanism {
+export function distributedMechanism(dp: DpSettings, rounds: number, dim: number, bits: number, contributions = 1): DistributedMechanism {
+  const level = distributedLevel(dp);
+  if (!level) throw new CohortError('COHORT_ERR_DP_INVALID', `mode ${dp.mode} adds no distributed noise`);
+  if (!(Number.isInteger(contributions) && contributions >= 1)) throw new CohortError('COHORT_ERR_DP_INVALID', `records per site must be a positive integer, got ${contributions}`);
+  if (level === 'client' && contributions !== 1) throw new CohortError('COHORT_ERR_DP_INVALID', 'client-distributed DP counts every site once');
   const lane = 2 ** (bits - 1);
   const S = Math.min(2 ** (bits - 4), MAX_NOISE_STD);
-  const sensitivity = (z: number) => Math.min(S / z, lane);
+  const sensitivity = (z: number) => Math.min(S / z, lane / contributions);
   const mechanism = (z: number) => {
     const l2 = sensitivity(z);
     return { l2, l1: l2 * Math.min(Math.sqrt(dim), l2), variance: (z * l2) ** 2 };
@@ -158,37 +176,43 @@ export function distributedMechanism(dp: DpSettings, rounds: number, dim: number
   else {
     const target = dp.targetEpsilon!;
     try {
-      z = cachedNoise(`d|${target}|${dp.delta}|${rounds}|${dim}|${bits}`, () => skellamNoiseMultiplierFor({ targetEpsilon: target, delta: dp.delta, steps: rounds, mechanism }));
+      z = cachedNoise(`d|${target}|${dp.delta}|${rounds}|${dim}|${bits}|${contributions}`, () => skellamNoiseMultiplierFor({ targetEpsilon: target, delta: dp.delta, steps: rounds, mechanism }));
     } catch (err) {
       throw new CohortError('COHORT_ERR_DP_INVALID', err instanceof Error ? err.message : String(err));
     }
   }
-  if (!(z > 0)) throw new CohortError('COHORT_ERR_DP_INVALID', 'client-distributed DP needs noise: give a noise multiplier above 0 or a target epsilon');
+  if (!(z > 0)) throw new CohortError('COHORT_ERR_DP_INVALID', `${dp.mode} DP needs noise: give a noise multiplier above 0 or a target epsilon`);
   const c = scaledClipFor(sensitivity(z), dim);
   // Rounding must not swamp the update: its error (norm up to sqrt(dim)) stays below the scaled clip.
   if (!(c >= Math.sqrt(dim))) {
-    throw new CohortError('COHORT_ERR_DP_INVALID', `${dim} parameters are too many for client-distributed DP at ${bits} quantization bits and noise multiplier ${z}: rounding would outweigh the update; raise privacy.secureAggregation.quantizationBits`, { dim, bits, noiseMultiplier: z });
+    const fix = level === 'record' && lane / contributions < S / z
+      ? `lower privacy.secureAggregation.maxWeight (records per site, now ${contributions}) or raise privacy.secureAggregation.quantizationBits`
+      : 'raise privacy.secureAggregation.quantizationBits';
+    throw new CohortError('COHORT_ERR_DP_INVALID', `${dim} parameters are too many for ${dp.mode} DP at ${bits} quantization bits and noise multiplier ${z}${level === 'record' ? ` with up to ${contributions} records per site` : ''}: rounding would outweigh the ${level === 'record' ? 'gradient' : 'update'}; ${fix}`, { dim, bits, noiseMultiplier: z, contributions });
   }
   const scale = c / dp.clip;
   const { l1, l2 } = conditionalRoundedSensitivity(dp.clip, scale, dim);
   const variance = (z * l2) ** 2;
   return {
-    clip: dp.clip, dim, bits, scale, l1, l2, noiseMultiplier: z, variance, noiseStd: Math.sqrt(variance) / scale,
+    level, contributions, clip: dp.clip, dim, bits, scale, l1, l2, noiseMultiplier: z, variance, noiseStd: Math.sqrt(variance) / scale,
     event: { kind: 'skellam', l1, l2, variance, steps: 1 },
   };
 }
 
 /**
- * One round of a `client-distributed` study over a session of `sites` sites with secure-aggregation threshold
+ * One round of a distributed-noise study over a session of `sites` sites with secure-aggregation threshold
  * `threshold`. Each site adds variance `variance / threshold`: no sum of fewer than `threshold` sites can be
  * unmasked, so every released sum carries at least the planned variance, however many sites drop out; when more
  * survive, the sum is noisier than planned and the accountant, charging only the guaranteed variance, overstates
- * the spend. `tailDim` (default `dim`) sets the lanes the headroom's union bound covers.
+ * the spend. `tailDim` (default `dim`) sets the lanes the headroom's union bound covers. Record level needs
+ * `maxWeight`, the session's bound on any site's records.
  */
-export function distributedRoundPlan(dp: DpSettings, rounds: number, s: { dim: number; sites: number; threshold: number; bits: number; tailDim?: number }): DistributedRoundPlan {
-  if (dp.adaptiveClipping) throw new CohortError('COHORT_ERR_DP_UNSUPPORTED', 'adaptive clipping is not available with client-distributed DP (its clipped-count query would need its own noisy lane); set a fixed clip');
+export function distributedRoundPlan(dp: DpSettings, rounds: number, s: { dim: number; sites: number; threshold: number; bits: number; tailDim?: number; maxWeight?: number }): DistributedRoundPlan {
+  if (dp.adaptiveClipping) throw new CohortError('COHORT_ERR_DP_UNSUPPORTED', `adaptive clipping is not available with ${dp.mode} DP (its clipped-count query would need its own noisy lane); set a fixed clip`);
   if (!(s.threshold >= 1 && s.threshold <= s.sites)) throw new CohortError('COHORT_ERR_DP_INVALID', `threshold ${s.threshold} is not within 1..${s.sites}`);
-  const m = distributedMechanism(dp, rounds, s.dim, s.bits);
+  const record = distributedLevel(dp) === 'record';
+  if (record && s.maxWeight === undefined) throw new CohortError('COHORT_ERR_DP_INVALID', 'record-distributed DP needs the session\'s bound on records per site (maxWeight)');
+  const m = distributedMechanism(dp, rounds, s.dim, s.bits, record ? s.maxWeight : 1);
   const siteVariance = m.variance / s.threshold;
   return { ...m, noiseSites: s.threshold, siteVariance, headroom: skellamHeadroom(siteVariance, s.tailDim ?? s.dim) };
 }

@@ -20,6 +20,11 @@ import type { Policy } from '../policy.ts';
 
 export type PrivacyLevel = 'record' | 'client';
 
+/** The level a DP mode protects: `record` and `record-distributed` each patient, the client modes each site. */
+export function levelOf(mode: DpSettings['mode']): PrivacyLevel {
+  return mode === 'record' || mode === 'record-distributed' ? 'record' : 'client';
+}
+
 /** One line of the site's privacy budget file. */
 export interface BudgetEntry {
   at: string;
@@ -77,8 +82,11 @@ export interface DpRound {
   record?: RecordRoundPlan;
   /** Client modes: the clip to apply to the update. */
   clip?: number;
-  /** Client-distributed: the secure-aggregation encoder clips, rounds and noises the update (protocol/privacy/distributed.ts). */
-  distributed?: boolean;
+  /**
+   * Distributed noise: the secure-aggregation encoder clips, rounds and noises (protocol/privacy/distributed.ts)
+   * the site's update (`client`) or each record's gradient at the global model, summed (`record`: no local training).
+   */
+  distributed?: 'client' | 'record';
   report: TrainPrivacy;
 }
 
@@ -95,11 +103,11 @@ export class SiteDp {
     if (this.policy.maxEpsilonPerStudy !== null && mode === 'none') {
       throw new CohortError('COHORT_ERR_POLICY_EPSILON_EXCEEDED', `this site spends at most epsilon ${this.policy.maxEpsilonPerStudy} per study; a study without differential privacy has no bound`, { maxEpsilonPerStudy: this.policy.maxEpsilonPerStudy });
     }
-    if (mode === 'client-distributed') {
+    if (mode === 'client-distributed' || mode === 'record-distributed') {
       if (secureAggregationSettings(manifest.privacy.secureAggregation) === null) {
-        throw new CohortError('COHORT_ERR_DP_INVALID', 'client-distributed DP adds its noise under secure aggregation; this manifest turns secure aggregation off');
+        throw new CohortError('COHORT_ERR_DP_INVALID', `${mode} DP adds its noise under secure aggregation; this manifest turns secure aggregation off`);
       }
-      if (manifest.privacy.dp?.adaptiveClipping) throw new CohortError('COHORT_ERR_DP_UNSUPPORTED', 'adaptive clipping is not available with client-distributed DP');
+      if (manifest.privacy.dp?.adaptiveClipping) throw new CohortError('COHORT_ERR_DP_UNSUPPORTED', `adaptive clipping is not available with ${mode} DP`);
     }
   }
 
@@ -127,7 +135,7 @@ export class SiteDp {
   spent(studyId: string, dataset: string, manifest: StudyManifest | undefined): number | undefined {
     const mode = manifest?.privacy.dp?.mode;
     if (!mode || mode === 'none') return undefined;
-    return this.budget.accountant(studyId, dataset, mode === 'record' ? 'record' : 'client').epsilon(this.policy.delta).epsilon;
+    return this.budget.accountant(studyId, dataset, levelOf(mode)).epsilon(this.policy.delta).epsilon;
   }
 
   /**
@@ -143,16 +151,16 @@ export class SiteDp {
     }
     this.checkManifest(manifest);
     const t = manifest.training;
-    const level: PrivacyLevel = settings.mode === 'record' ? 'record' : 'client';
+    const level = levelOf(settings.mode);
     let event: PrivacyEvent;
     let record: RecordRoundPlan | undefined;
     let clip: number | undefined;
     try {
-      if (level === 'record') {
+      if (settings.mode === 'record') {
         record = recordRoundPlan(settings, { batchSize: t.batchSize, localEpochs: t.localEpochs, rounds: t.rounds }, n);
         event = record.event;
-      } else if (settings.mode === 'client-distributed') {
-        if (!distributed) throw new CohortError('COHORT_ERR_SITE_TASK_MISMATCH', 'client-distributed DP needs this round\'s secure-aggregation session; the task has none the site advertised');
+      } else if (settings.mode === 'client-distributed' || settings.mode === 'record-distributed') {
+        if (!distributed || distributed.level !== level) throw new CohortError('COHORT_ERR_SITE_TASK_MISMATCH', `${settings.mode} DP needs this round's secure-aggregation session; the task has none the site advertised for it`);
         const d = task.dp?.distributed;
         // The coordinator decodes with the parameters it sends; a site that computed others would be decoded wrong.
         if ((task.dp && task.dp.clip !== distributed.clip) || (d && (d.scale !== distributed.scale || d.siteVariance !== distributed.siteVariance || d.headroom !== distributed.headroom))) {
@@ -184,8 +192,11 @@ export class SiteDp {
       ...(other.events.length ? (level === 'record' ? finite('clientEpsilon', eps(other)) : finite('recordEpsilon', eps(other))) : {}),
       ...finite('nextRoundEpsilon', acc.epsilonIf(event, settings.delta).epsilon),
       ...(record ? { noiseMultiplier: record.noiseMultiplier, sampleRate: record.sampleRate, steps: record.steps } : {}),
+      // Record-distributed: one full-batch step per round; the noise multiplier is the total the sites add together.
+      ...(settings.mode === 'record-distributed' && distributed ? { noiseMultiplier: distributed.noiseMultiplier, sampleRate: 1, steps: 1 } : {}),
     };
-    return { settings, level, ...(record ? { record } : {}), ...(clip !== undefined ? { clip } : {}), ...(distributed && settings.mode === 'client-distributed' ? { distributed: true } : {}), report };
+    const dist = settings.mode === 'client-distributed' || settings.mode === 'record-distributed' ? distributed?.level : undefined;
+    return { settings, level, ...(record ? { record } : {}), ...(clip !== undefined ? { clip } : {}), ...(dist ? { distributed: dist } : {}), report };
   }
 
   /**

@@ -24,7 +24,7 @@ import type { Entropy } from '../../protocol/crypto/entropy.ts';
 import { isConnected, neighbourGraph, neighbourhood } from '../../protocol/crypto/graph.ts';
 import { addMask } from '../../protocol/crypto/prg.ts';
 import { checkHeadroom, checkLaneBounds, encodeTrainingLanes, laneBound, type QuantizeParams } from '../../protocol/crypto/quantize.ts';
-import { checkDistributedLanes, encodeDistributedLanes } from '../../protocol/privacy/distributed.ts';
+import { checkDistributedLanes, checkRecordLanes, encodeDistributedLanes, RecordLaneEncoder } from '../../protocol/privacy/distributed.ts';
 import { keyedUniform } from '../../protocol/privacy/noise.ts';
 import type { DistributedRoundPlan } from '../../protocol/privacy/plan.ts';
 import { boxKey, decodeSharePayload, encodeSharePayload, openBox, sealBox } from '../../protocol/crypto/seal.ts';
@@ -50,9 +50,10 @@ export interface SecAggTerms {
   /** Site policy `minSitesPerAggregate`. */
   minSitesPerAggregate: number;
   /**
-   * Client-distributed DP: the round's plan, computed by the site from its approved manifest and this session's
-   * roster size, threshold, quantization and vector length (protocol/privacy/plan.ts). Its noise headroom enters
-   * the overflow check, and the session's training vector is encoded with it.
+   * Distributed DP (client- or record-distributed): the round's plan, computed by the site from its approved
+   * manifest and this session's roster size, threshold, quantization, vector length and (record level) maxWeight
+   * (protocol/privacy/plan.ts). Its noise headroom enters the overflow check, and the session's training vector is
+   * encoded with it.
    */
   distributed?: DistributedRoundPlan;
 }
@@ -184,7 +185,7 @@ export class SecAggClient {
     if (set.maxWeight !== undefined && s.maxWeight !== set.maxWeight) mismatches.push(`maxWeight ${s.maxWeight} (manifest: ${set.maxWeight})`);
     if (mismatches.length) throw fail('COHORT_ERR_SECAGG_CONFIG', `session parameters differ from the approved manifest: ${mismatches.join('; ')}`);
     const dp = terms.distributed;
-    if (dp && (dp.dim !== s.vectorLength - 2 || dp.noiseSites !== s.threshold || dp.bits !== s.quantizationBits)) {
+    if (dp && (dp.dim !== s.vectorLength - 2 || dp.noiseSites !== s.threshold || dp.bits !== s.quantizationBits || (dp.level === 'record' && dp.contributions !== s.maxWeight))) {
       throw fail('COHORT_ERR_SECAGG_CONFIG', 'the distributed-DP plan was made for another session shape');
     }
     checkHeadroom(n, { bits: s.quantizationBits, maxWeight: s.maxWeight }, dp ? dp.headroom : this.opts.transform?.headroom ?? 0);
@@ -271,7 +272,7 @@ export class SecAggClient {
     return { ...this.params(st), vectorLength: st.session.vectorLength, sites: st.session.roster.length };
   }
 
-  /** The client-distributed DP plan the session was advertised with, if any (the site charges its budget with it). */
+  /** The distributed-DP plan the session was advertised with, if any (the site charges its budget with it). */
   distributedPlan(sessionId: string): DistributedRoundPlan | undefined {
     return this.sessions.get(sessionId)?.distributed;
   }
@@ -289,7 +290,8 @@ export class SecAggClient {
       throw fail('COHORT_ERR_SECAGG_CONFIG', `session expects ${st.session.vectorLength} lanes; this model gives ${delta.length + 2}`);
     }
     const params = this.params(st);
-    const rounding = this.opts.entropy?.(`secagg-rounding|${st.studyId}|${st.round}|${st.session.roster[st.me]!.siteId}|${sessionId}`);
+    const rounding = this.roundingEntropy(st, sessionId);
+    if (st.distributed?.level === 'record') throw fail('COHORT_ERR_SITE_TASK_MISMATCH', 'a record-distributed session sums per-record gradients (recordEncoder), not a model update');
     if (st.distributed) {
       // Conditional rounding and the site's Skellam noise: the OS CSPRNG in production, seeded only in simulations.
       const lanes = encodeDistributedLanes(delta, st.distributed, ...(rounding ? [keyedUniform(rounding)] : []));
@@ -301,6 +303,34 @@ export class SecAggClient {
     if (t) t.apply(lanes, { values: delta.length, params, sites: st.session.roster.length });
     checkLaneBounds(lanes, params, t?.headroom ?? 0);
     return lanes;
+  }
+
+  /**
+   * Record-distributed DP: an encoder for this session's lanes. Feed it every training record's clipped gradient
+   * (`add`), then `finish` returns the lanes (per-record conditional rounding, the summed integer gradient, this
+   * site's share of Skellam noise, loss lane 0, record count) after the bound check that keeps the sum from
+   * wrapping. Rounding and noise use the OS CSPRNG, or a simulation's injected entropy.
+   */
+  recordEncoder(sessionId: string): { add: (gradient: ArrayLike<number>) => void; finish: () => Int32Array } {
+    const st = this.sessions.get(sessionId);
+    if (!st) throw fail('COHORT_ERR_SECAGG_UNKNOWN_SESSION', `no secure-aggregation session ${sessionId} at this site`);
+    const plan = st.distributed;
+    if (plan?.level !== 'record') throw fail('COHORT_ERR_SITE_TASK_MISMATCH', 'this session was not advertised for record-distributed DP');
+    const rounding = this.roundingEntropy(st, sessionId);
+    const enc = new RecordLaneEncoder(plan, ...(rounding ? [keyedUniform(rounding)] : []));
+    const bits = st.session.quantizationBits;
+    return {
+      add: (g) => enc.add(g),
+      finish: () => {
+        const lanes = enc.finish();
+        checkRecordLanes(lanes, plan, laneBound(bits));
+        return lanes;
+      },
+    };
+  }
+
+  private roundingEntropy(st: { studyId: string; round: number; session: SecAggSession; me: number }, sessionId: string): Uint8Array | undefined {
+    return this.opts.entropy?.(`secagg-rounding|${st.studyId}|${st.round}|${st.session.roster[st.me]!.siteId}|${sessionId}`);
   }
 
   /**

@@ -104,42 +104,51 @@ function activationGrad(z: tf.Tensor, a: tf.Tensor, act: string): tf.Tensor {
 }
 
 /**
+ * Forward and backward pass of a dense stack on batch (x, y): each layer's input activations and output-side
+ * gradients (per example: the layer's kernel gradient is acts[k]_i (x) deltas[k]_i, its bias gradient deltas[k]_i),
+ * and each example's gradient norm. Call inside tf.tidy.
+ */
+function denseBackward(layers: readonly DenseLayer[], x: tf.Tensor2D, y: tf.Tensor, numClasses: number): { acts: tf.Tensor[]; deltas: tf.Tensor[]; norms: tf.Tensor1D } {
+  const acts: tf.Tensor[] = [x];
+  const pre: tf.Tensor[] = [];
+  let a: tf.Tensor = x;
+  for (const l of layers) {
+    let z = tf.matMul(a as tf.Tensor2D, l.kernel as tf.Tensor2D);
+    if (l.bias) z = tf.add(z, l.bias);
+    pre.push(z);
+    a = activate(z, l.activation);
+    acts.push(a);
+  }
+  // Output gradient of the summed loss with respect to the last pre-activation: p - y for sigmoid + binary
+  // cross-entropy and for softmax + categorical cross-entropy alike.
+  const p = acts.at(-1)!;
+  const target = outputUnits(numClasses) === 1 ? tf.reshape(y, p.shape) : tf.oneHot(tf.cast(y, 'int32') as tf.Tensor1D, numClasses);
+  let delta: tf.Tensor = tf.sub(p, target);
+  const deltas: tf.Tensor[] = new Array<tf.Tensor>(layers.length);
+  for (let k = layers.length - 1; k >= 0; k--) {
+    deltas[k] = delta;
+    if (k > 0) {
+      const back = tf.matMul(delta as tf.Tensor2D, layers[k]!.kernel as tf.Tensor2D, false, true);
+      delta = tf.mul(back, activationGrad(pre[k - 1]!, acts[k]!, layers[k - 1]!.activation));
+    }
+  }
+  // |grad_i|^2 = sum over layers of |a_i|^2 |delta_i|^2 (kernel) + |delta_i|^2 (bias).
+  let sq: tf.Tensor = tf.zeros([x.shape[0]]);
+  layers.forEach((l, k) => {
+    const d2 = tf.sum(tf.square(deltas[k]!), 1);
+    sq = tf.add(sq, tf.mul(tf.sum(tf.square(acts[k]!), 1), d2));
+    if (l.bias) sq = tf.add(sq, d2);
+  });
+  return { acts: acts.slice(0, layers.length), deltas, norms: tf.sqrt(sq) as tf.Tensor1D };
+}
+
+/**
  * Sum of per-example clipped gradients for a dense stack on batch (x, y), with the per-example norms. Returned
  * gradients are in the order of the layers' trainable weights (kernel, bias per layer).
  */
 export function denseClippedSum(layers: readonly DenseLayer[], x: tf.Tensor2D, y: tf.Tensor, numClasses: number, clip: number): { sum: tf.Tensor[]; norms: tf.Tensor1D } {
   return tf.tidy(() => {
-    const acts: tf.Tensor[] = [x];
-    const pre: tf.Tensor[] = [];
-    let a: tf.Tensor = x;
-    for (const l of layers) {
-      let z = tf.matMul(a as tf.Tensor2D, l.kernel as tf.Tensor2D);
-      if (l.bias) z = tf.add(z, l.bias);
-      pre.push(z);
-      a = activate(z, l.activation);
-      acts.push(a);
-    }
-    // Output gradient of the summed loss with respect to the last pre-activation: p - y for sigmoid + binary
-    // cross-entropy and for softmax + categorical cross-entropy alike.
-    const p = acts.at(-1)!;
-    const target = outputUnits(numClasses) === 1 ? tf.reshape(y, p.shape) : tf.oneHot(tf.cast(y, 'int32') as tf.Tensor1D, numClasses);
-    let delta: tf.Tensor = tf.sub(p, target);
-    const deltas: tf.Tensor[] = new Array<tf.Tensor>(layers.length);
-    for (let k = layers.length - 1; k >= 0; k--) {
-      deltas[k] = delta;
-      if (k > 0) {
-        const back = tf.matMul(delta as tf.Tensor2D, layers[k]!.kernel as tf.Tensor2D, false, true);
-        delta = tf.mul(back, activationGrad(pre[k - 1]!, acts[k]!, layers[k - 1]!.activation));
-      }
-    }
-    // |grad_i|^2 = sum over layers of |a_i|^2 |delta_i|^2 (kernel) + |delta_i|^2 (bias).
-    let sq: tf.Tensor = tf.zeros([x.shape[0]]);
-    layers.forEach((l, k) => {
-      const d2 = tf.sum(tf.square(deltas[k]!), 1);
-      sq = tf.add(sq, tf.mul(tf.sum(tf.square(acts[k]!), 1), d2));
-      if (l.bias) sq = tf.add(sq, d2);
-    });
-    const norms = tf.sqrt(sq) as tf.Tensor1D;
+    const { acts, deltas, norms } = denseBackward(layers, x, y, numClasses);
     const factor = tf.minimum(1, tf.div(clip, tf.maximum(norms, 1e-12)));
     const sum: tf.Tensor[] = [];
     layers.forEach((l, k) => {
@@ -270,6 +279,92 @@ export async function trainDpSgd(resolved: ResolvedModel, global: readonly Tenso
     return { weights, numExamples: data.n, backend, steps, sampleRate: q, path: dense ? 'dense' : 'general', maxNormSeen };
   } finally {
     optimizer.dispose();
+    model.dispose();
+  }
+}
+
+/** Records per chunk of the dense path of `clippedRecordGradients` (bounds the activations held at once). */
+const RECORD_CHUNK = 512;
+
+/**
+ * Every training record's gradient of its loss at `global`, clipped to L2 norm `clip`, handed to `visit` one at a
+ * time as one flat vector in the order of the model's weights (flatDelta's order; the buffer is reused, so copy
+ * what must outlive the call). This is what `record-distributed`
+ * DP sums (protocol/privacy/distributed.ts, RecordLaneEncoder): one full-batch gradient step per round, whose
+ * rounding and noise the encoder adds. Dense stacks compute the per-example gradients as outer products (one
+ * forward and one backward pass per chunk); other models take one tfjs gradient per record. Weight penalties are
+ * not part of these gradients (they do not touch the data; this mode does not apply them).
+ */
+export async function clippedRecordGradients(resolved: ResolvedModel, global: readonly Tensor[], data: LoadedSplit, clip: number, visit: (gradient: Float64Array) => void): Promise<{ numExamples: number; backend: BackendName; path: 'dense' | 'general'; maxNormSeen: number }> {
+  const backend = await selectBackend();
+  const model = buildModel(resolved);
+  const width = data.inputShape.reduce((a, b) => a * b, 1);
+  let maxNormSeen = 0;
+  try {
+    setWeights(model, global);
+    const total = global.reduce((n, t) => n + t.data.length, 0);
+    const g = new Float64Array(total);
+    const dense = denseStack(model);
+    if (dense) {
+      for (let start = 0; start < data.n; start += RECORD_CHUNK) {
+        const rows = Math.min(RECORD_CHUNK, data.n - start);
+        const x = tf.tensor2d(data.x.subarray(start * width, (start + rows) * width), [rows, width]);
+        const y = tf.tensor1d(Float32Array.from(data.y.subarray(start, start + rows)));
+        const parts = tf.tidy(() => denseBackward(dense, x, y, resolved.numClasses));
+        const acts = await Promise.all(parts.acts.map((t) => t.data() as Promise<Float32Array>));
+        const deltas = await Promise.all(parts.deltas.map((t) => t.data() as Promise<Float32Array>));
+        const norms = await parts.norms.data() as Float32Array;
+        tf.dispose([x, y, ...parts.acts, ...parts.deltas, parts.norms]);
+        for (let i = 0; i < rows; i++) {
+          const norm = norms[i]!;
+          maxNormSeen = Math.max(maxNormSeen, norm);
+          const f = Math.min(1, clip / Math.max(norm, 1e-12));
+          let off = 0;
+          dense.forEach((l, k) => {
+            const inW = l.kernel.shape[0]!;
+            const outW = l.kernel.shape[1]!;
+            const a = acts[k]!;
+            const dl = deltas[k]!;
+            for (let j = 0; j < inW; j++) {
+              const aj = a[i * inW + j]! * f;
+              for (let o = 0; o < outW; o++) g[off + j * outW + o] = aj * dl[i * outW + o]!;
+            }
+            off += inW * outW;
+            if (l.bias) {
+              for (let o = 0; o < outW; o++) g[off + o] = dl[i * outW + o]! * f;
+              off += outW;
+            }
+          });
+          visit(g);
+        }
+      }
+      return { numExamples: data.n, backend, path: 'dense', maxNormSeen };
+    }
+    // General path: the trainable variables' places in the flat vector (non-trainable weights get 0).
+    const all = model.weights;
+    const offsets: number[] = [];
+    let acc = 0;
+    for (const w of all) { offsets.push(acc); acc += w.shape.reduce<number>((a, b) => a * (b ?? 1), 1); }
+    const trainable = model.trainableWeights.map((w) => ({ v: w.read() as tf.Variable, off: offsets[all.indexOf(w)]! }));
+    for (let i = 0; i < data.n; i++) {
+      const x = tf.tensor(data.x.subarray(i * width, (i + 1) * width), [1, ...data.inputShape]);
+      const y = tf.tensor1d([data.y[i]!]);
+      const { grads } = tf.variableGrads(() => lossOf(model, x, y, resolved.numClasses), trainable.map((t) => t.v));
+      g.fill(0);
+      let sq = 0;
+      for (const t of trainable) {
+        const v = grads[t.v.name]!.dataSync();
+        for (let j = 0; j < v.length; j++) { g[t.off + j] = v[j]!; sq += v[j]! * v[j]!; }
+      }
+      tf.dispose([x, y, ...Object.values(grads)]);
+      const norm = Math.sqrt(sq);
+      maxNormSeen = Math.max(maxNormSeen, norm);
+      const f = Math.min(1, clip / Math.max(norm, 1e-12));
+      if (f < 1) for (let j = 0; j < g.length; j++) g[j]! *= f;
+      visit(g);
+    }
+    return { numExamples: data.n, backend, path: 'general', maxNormSeen };
+  } finally {
     model.dispose();
   }
 }

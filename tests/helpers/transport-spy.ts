@@ -11,6 +11,7 @@ import { loadSiteConfig } from '../../site-agent/config.ts';
 import { openDataSource } from '../../site-agent/data/open-source.ts';
 import { sourceOptionsFor, taskData } from '../../site-agent/data/task-data.ts';
 import { train } from '../../site-agent/training/trainer.ts';
+import { clippedRecordGradients } from '../../site-agent/training/dp-sgd.ts';
 import type { TestSite } from './cluster.ts';
 
 /** Stops `victim`'s agent (a real disconnect) when a task of `kind` for `round` is about to reach it. */
@@ -51,4 +52,22 @@ export async function replay(site: TestSite, task: TrainTask): Promise<{ delta: 
     epochs: task.localEpochs, batchSize: task.batchSize, optimizer: task.optimizer, learningRate: task.learningRate, seed: task.seed + task.round,
   });
   return { delta: flatDelta(out.weights, global), numExamples: out.numExamples };
+}
+
+/**
+ * Re-computes, for a recorded record-distributed train task, a site's noise-free sum of per-record clipped gradients
+ * at the task's global model, on its own data, and its record count: what its lanes hold before rounding and noise.
+ */
+export async function replayGradientSum(site: TestSite, task: TrainTask, clip: number): Promise<{ sum: Float64Array; n: number }> {
+  const cfg = loadSiteConfig(site.dir);
+  const ds = cfg.datasets.find((d) => d.id === task.dataset)!;
+  const manifest = StudyManifestSchema.parse(task.manifest.raw);
+  const src = openDataSource(site.dir, ds, sourceOptionsFor(task, manifest));
+  const global = decodeTensors(task.weights);
+  let sum: Float64Array | undefined;
+  const out = await clippedRecordGradients(task.model, global, await taskData(src, 'train', task, manifest), clip, (g) => {
+    sum ??= new Float64Array(g.length);
+    for (let i = 0; i < g.length; i++) sum[i]! += g[i]!;
+  });
+  return { sum: sum!, n: out.numExamples };
 }
