@@ -202,7 +202,7 @@ export async function runDemo(o: DemoOptions): Promise<number> {
     if (backends.length) console.log(`\nSites trained on the tfjs ${backends.join(' and ')} backend${backends.length > 1 ? 's' : ''}${backends.includes('tensorflow') ? '' : ' (native TensorFlow did not load here; see README, Training backends)'}.`);
     const sa = (last as { secureAggregation?: { sites: number; threshold: number; degree: number } }).secureAggregation;
     if (sa) {
-      console.log(`\nSecure aggregation: on in every round (SecAgg+, ${sa.sites} sites, any ${sa.threshold} of them needed to unmask, ${sa.degree === sa.sites - 1 ? 'complete graph' : `${sa.degree} neighbours each`}). Each site sent only a masked update; the coordinator never held one in the clear, only their ${o.dp === 'client-distributed' || o.dp === 'record-distributed' ? 'sum, with the sites\' noise in it' : 'weighted sum'}.`);
+      console.log(`\nSecure aggregation: on in every round (SecAgg+, ${sa.sites} sites, any ${sa.threshold} of them needed to unmask, ${sa.degree === sa.sites - 1 ? 'complete graph' : `${sa.degree} neighbours each`}). Each site sent only a masked ${o.dp === 'record-distributed' ? 'sum of its patients\' clipped gradients' : 'update'}; the coordinator never held one in the clear, only their ${o.dp === 'client-distributed' || o.dp === 'record-distributed' ? 'sum, with the sites\' noise in it' : 'weighted sum'}.`);
     } else {
       console.log('\nSecure aggregation: off. The coordinator saw each site\'s update in the clear.');
     }
