@@ -104,10 +104,11 @@ describe('client-distributed differential privacy over real sockets', () => {
     expect(pooled).toBeGreaterThan(0.5);
     expect(pooled).toBeLessThan(1.6);
 
-    // Useful at epsilon 8 with four hospitals: 10 runs here gave accuracy 0.919 to 0.959 and AUC 0.975 to 0.997
-    // (bench:dp measures the spread with five sites).
-    expect(end.rounds.at(-1)!.pooled.accuracy).toBeGreaterThan(0.85);
-    expect(end.rounds.at(-1)!.pooled.auc).toBeGreaterThan(0.9);
+    // It still learns under the noise: 12 runs of this test gave accuracy 0.854 to 0.959 and AUC 0.914 to 0.995, and
+    // one CI run 0.764, since the noise is fresh every run. The floors sit well above the majority-class rate (0.63)
+    // and chance (AUC 0.5) but below that tail; bench:dp measures the utility and its spread with five sites.
+    expect(end.rounds.at(-1)!.pooled.accuracy).toBeGreaterThan(0.7);
+    expect(end.rounds.at(-1)!.pooled.auc).toBeGreaterThan(0.8);
   }, 120_000);
 
   it('should stop a site past its budget before its keys leave, and stop the study at its target epsilon', async () => {
