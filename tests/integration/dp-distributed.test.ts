@@ -6,8 +6,8 @@
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { makeSite, runStudy, startCoordinator, startSites, tempDir, wdbcManifest, type TestSite } from '../helpers/cluster.ts';
+import { describe, expect, it } from 'vitest';
+import { makeSite, runStudy, startCoordinator, startSites, tempDir, wdbcManifest } from '../helpers/cluster.ts';
 import { dropWhen, record, replay } from '../helpers/transport-spy.ts';
 import { splitCsvForSites, WDBC } from '../../cli/demo.ts';
 import { readLedger } from '../../site-agent/ledger.ts';
@@ -15,8 +15,8 @@ import { flatDelta } from '../../protocol/crypto/quantize.ts';
 import { epsilonOf } from '../../protocol/privacy/accountant.ts';
 import { distributedMechanism } from '../../protocol/privacy/plan.ts';
 import { DpSettingsSchema, type TrainTask } from '../../protocol/messages.ts';
-import type { Coordinator } from '../../coordinator/app.ts';
 import type { RoundPrivacy, StudyPrivacy } from '../../coordinator/privacy/study-privacy.ts';
+import { perTestCluster } from '../helpers/per-test-cluster.ts';
 
 interface Status {
   study: { id: string; status: string; completedRounds: number; error?: { code: string; details?: Record<string, unknown> }; privacy?: StudyPrivacy };
@@ -26,21 +26,14 @@ interface Status {
 const D = 31; // logistic regression on WDBC's 30 features
 
 describe('client-distributed differential privacy over real sockets', () => {
-  let coordinator: Coordinator | undefined;
-  let sites: TestSite[] = [];
-  afterEach(async () => {
-    await Promise.all(sites.map((s) => s.agent.stop()));
-    sites = [];
-    await coordinator?.close();
-    coordinator = undefined;
-  });
+  const run = perTestCluster();
 
   it('should train under the sites\' own noise at epsilon 8, with the planned noise in the model, and survive a masked-input dropout', async () => {
     const c = await startCoordinator();
-    coordinator = c.coordinator;
-    sites = await startSites(c.url, 4);
+    run.coordinator = c.coordinator;
+    run.sites = await startSites(c.url, 4);
     const seen = record(c.coordinator);
-    dropWhen(c.coordinator, [{ site: sites[3]!, round: 2, kind: 'train' }]);
+    dropWhen(c.coordinator, [{ site: run.sites[3]!, round: 2, kind: 'train' }]);
     const dp = { mode: 'client-distributed' as const, clip: 1, targetEpsilon: 8, delta: 1e-5 };
     const rounds = 4;
     const end = await runStudy(c.url, wdbcManifest({
@@ -82,10 +75,10 @@ describe('client-distributed differential privacy over real sockets', () => {
     const ratios: number[] = [];
     for (const r of end.rounds) {
       const tasks = seen.sent.filter((s): s is { siteId: string; task: TrainTask } => s.task.kind === 'train' && s.task.round === r.round);
-      const survivors = tasks.filter((t) => r.participants.includes(sites.find((s) => s.agent.siteId === t.siteId)!.name));
+      const survivors = tasks.filter((t) => r.participants.includes(run.sites.find((s) => s.agent.siteId === t.siteId)!.name));
       // Every train task carried the decoding parameters the sites checked against their own plan.
       for (const t of survivors) expect(t.task.dp?.distributed).toMatchObject({ scale: r.privacy!.client!.distributed!.scale });
-      const updates = await Promise.all(survivors.map((t) => replay(sites.find((s) => s.agent.siteId === t.siteId)!, t.task)));
+      const updates = await Promise.all(survivors.map((t) => replay(run.sites.find((s) => s.agent.siteId === t.siteId)!, t.task)));
       const mean = new Float64Array(D);
       for (const u of updates) {
         const f = Math.min(1, dp.clip / Math.sqrt(u.delta.reduce((s, v) => s + v * v, 0)));
@@ -113,7 +106,7 @@ describe('client-distributed differential privacy over real sockets', () => {
 
   it('should stop a site past its budget before its keys leave, and stop the study at its target epsilon', async () => {
     const c = await startCoordinator();
-    coordinator = c.coordinator;
+    run.coordinator = c.coordinator;
     const parts = splitCsvForSites(WDBC, 3);
     const dp = { mode: 'client-distributed' as const, clip: 1, noiseMultiplier: 2, delta: 1e-5 };
     const m = distributedMechanism(DpSettingsSchema.parse(dp), 5, D, 22);
@@ -121,8 +114,8 @@ describe('client-distributed differential privacy over real sockets', () => {
     const csv = join(tempDir(), 'site3.csv');
     writeFileSync(csv, parts[2]!);
     const capped = await makeSite(c.url, 'Site 3', parts[2]!, { policy: { maxEpsilonPerStudy: (eps(1) + eps(2)) / 2, delta: 1e-5 } });
-    sites = [await makeSite(c.url, 'Site 1', parts[0]!), await makeSite(c.url, 'Site 2', parts[1]!), capped];
-    await Promise.all(sites.map((s) => s.agent.start()));
+    run.sites = [await makeSite(c.url, 'Site 1', parts[0]!), await makeSite(c.url, 'Site 2', parts[1]!), capped];
+    await Promise.all(run.sites.map((s) => s.agent.start()));
     const seen = record(c.coordinator);
     // Three rounds fit under the target; the fourth would not.
     const end = await runStudy(c.url, wdbcManifest({

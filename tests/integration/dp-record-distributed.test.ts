@@ -7,16 +7,16 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { makeSite, runStudy, startCoordinator, wdbcManifest, type TestSite } from '../helpers/cluster.ts';
+import { describe, expect, it } from 'vitest';
+import { makeSite, runStudy, startCoordinator, wdbcManifest } from '../helpers/cluster.ts';
 import { record, replayGradientSum } from '../helpers/transport-spy.ts';
 import { splitCsvForSites, WDBC } from '../../cli/demo.ts';
 import { flatDelta } from '../../protocol/crypto/quantize.ts';
 import { epsilonOf, type PrivacyEvent } from '../../protocol/privacy/accountant.ts';
 import { distributedMechanism } from '../../protocol/privacy/plan.ts';
 import { DpSettingsSchema, type TrainTask } from '../../protocol/messages.ts';
-import type { Coordinator } from '../../coordinator/app.ts';
 import type { RoundPrivacy, StudyPrivacy } from '../../coordinator/privacy/study-privacy.ts';
+import { perTestCluster } from '../helpers/per-test-cluster.ts';
 
 interface Status {
   study: { id: string; status: string; error?: { code: string }; privacy?: StudyPrivacy };
@@ -26,18 +26,11 @@ interface Status {
 const D = 31; // logistic regression on WDBC's 30 features
 
 describe('record-distributed differential privacy over real sockets', () => {
-  let coordinator: Coordinator | undefined;
-  let sites: TestSite[] = [];
-  afterEach(async () => {
-    await Promise.all(sites.map((s) => s.agent.stop()));
-    sites = [];
-    await coordinator?.close();
-    coordinator = undefined;
-  });
+  const run = perTestCluster();
 
   it('should take noisy full-batch steps with the planned noise, charge every site the accountant\'s epsilon, send only masked vectors, and stop a site past its budget', async () => {
     const c = await startCoordinator();
-    coordinator = c.coordinator;
+    run.coordinator = c.coordinator;
     const parts = splitCsvForSites(WDBC, 3);
     const dp = { mode: 'record-distributed' as const, clip: 0.5, noiseMultiplier: 3, delta: 1e-5 };
     const rounds = 3;
@@ -47,8 +40,8 @@ describe('record-distributed differential privacy over real sockets', () => {
     const capEvent = eventFor(Math.max(...parts.map((p) => Math.round((p.trim().split('\n').length - 1) / 10) * 10)) + 10);
     const cap = (epsilonOf([capEvent], 1e-5).epsilon + epsilonOf([{ ...capEvent, steps: 2 }], 1e-5).epsilon) / 2;
     const capped = await makeSite(c.url, 'Site 3', parts[2]!, { policy: { maxEpsilonPerStudy: cap, delta: 1e-5 } });
-    sites = [await makeSite(c.url, 'Site 1', parts[0]!), await makeSite(c.url, 'Site 2', parts[1]!), capped];
-    await Promise.all(sites.map((s) => s.agent.start()));
+    run.sites = [await makeSite(c.url, 'Site 1', parts[0]!), await makeSite(c.url, 'Site 2', parts[1]!), capped];
+    await Promise.all(run.sites.map((s) => s.agent.start()));
     const seen = record(c.coordinator);
     const end = await runStudy(c.url, wdbcManifest({
       training: { rounds, localEpochs: 1, batchSize: 65_536, optimizer: 'sgd', learningRate: lr },
@@ -89,7 +82,7 @@ describe('record-distributed differential privacy over real sockets', () => {
     const ratios: number[] = [];
     for (const r of end.rounds) {
       const tasks = seen.sent.filter((s): s is { siteId: string; task: TrainTask } => s.task.kind === 'train' && s.task.round === r.round);
-      const replays = await Promise.all(tasks.map(async (t) => ({ siteId: t.siteId, ...(await replayGradientSum(sites.find((s) => s.agent.siteId === t.siteId)!, t.task, dp.clip)) })));
+      const replays = await Promise.all(tasks.map(async (t) => ({ siteId: t.siteId, ...(await replayGradientSum(run.sites.find((s) => s.agent.siteId === t.siteId)!, t.task, dp.clip)) })));
       for (const rep of replays) {
         const reply = trainReplies.find((x) => x.siteId === rep.siteId && x.round === r.round)!.reply as { ok: true; data: Record<string, unknown> };
         expect(Object.keys(reply.data).sort()).toEqual(['backend', 'durationMs', 'masked', 'privacy']);

@@ -4,8 +4,8 @@
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { makeSite, runStudy, startCoordinator, tempDir, wdbcManifest, type TestSite } from '../helpers/cluster.ts';
+import { describe, expect, it } from 'vitest';
+import { makeSite, runStudy, startCoordinator, tempDir, wdbcManifest } from '../helpers/cluster.ts';
 import { splitCsvForSites, WDBC } from '../../cli/demo.ts';
 import { readLedger } from '../../site-agent/ledger.ts';
 import { CsvSource } from '../../site-agent/data/csv-source.ts';
@@ -13,8 +13,8 @@ import { CsvDatasetSchema } from '../../site-agent/config.ts';
 import { epsilonOf, RdpAccountant } from '../../protocol/privacy/accountant.ts';
 import { recordRoundPlan } from '../../protocol/privacy/plan.ts';
 import { DpSettingsSchema } from '../../protocol/messages.ts';
-import type { Coordinator } from '../../coordinator/app.ts';
 import type { StudyPrivacy, RoundPrivacy } from '../../coordinator/privacy/study-privacy.ts';
+import { perTestCluster } from '../helpers/per-test-cluster.ts';
 
 interface DpStatus {
   study: { status: string; completedRounds: number; error?: { code: string; message: string; details?: Record<string, unknown> }; refusals?: Record<string, { code: string; message: string }>; privacy?: StudyPrivacy };
@@ -22,17 +22,11 @@ interface DpStatus {
 }
 
 describe('differential privacy over real sockets', () => {
-  let coordinator: Coordinator | undefined;
-  let sites: TestSite[] = [];
-  afterEach(async () => {
-    await Promise.all(sites.map((s) => s.agent.stop()));
-    sites = [];
-    await coordinator?.close();
-  });
+  const run = perTestCluster();
 
   it('should refuse further rounds at a site whose budget is spent, report why, and send nothing further', async () => {
     const c = await startCoordinator();
-    coordinator = c.coordinator;
+    run.coordinator = c.coordinator;
     const parts = splitCsvForSites(WDBC, 3);
     const training = { rounds: 3, localEpochs: 1, batchSize: 32, optimizer: 'sgd' as const, learningRate: 0.5 };
     const dp = { mode: 'record' as const, clip: 1, noiseMultiplier: 1.2, delta: 1e-5 };
@@ -45,8 +39,8 @@ describe('differential privacy over real sockets', () => {
     const two = new RdpAccountant().compose(plan.event).compose(plan.event).epsilon(1e-5).epsilon;
     const cap = (one + two) / 2;
     const capped = await makeSite(c.url, 'Site 3b', parts[2]!, { policy: { maxEpsilonPerStudy: cap, delta: 1e-5 } });
-    sites = [await makeSite(c.url, 'Site 1', parts[0]!), await makeSite(c.url, 'Site 2', parts[1]!), capped];
-    await Promise.all(sites.map((s) => s.agent.start()));
+    run.sites = [await makeSite(c.url, 'Site 1', parts[0]!), await makeSite(c.url, 'Site 2', parts[1]!), capped];
+    await Promise.all(run.sites.map((s) => s.agent.start()));
 
     const end = await runStudy(c.url, wdbcManifest({ training, privacy: { secureAggregation: false, dp } })) as unknown as DpStatus;
     expect(end.study.status).toBe('completed');
@@ -76,16 +70,16 @@ describe('differential privacy over real sockets', () => {
     expect(ledger[firstRefusal]!.epsilonSpent).toBeCloseTo(one, 10);
     expect(ledger[firstRefusal]!.privacy).toMatchObject({ dp: 'record' });
     // The uncapped sites are unaffected; training stayed useful under record-level DP.
-    expect(existsSync(join(sites[0]!.dir, 'privacy-budget.jsonl'))).toBe(true);
+    expect(existsSync(join(run.sites[0]!.dir, 'privacy-budget.jsonl'))).toBe(true);
     expect(end.rounds.at(-1)!.pooled.accuracy).toBeGreaterThan(0.8);
   }, 120_000);
 
   it('should stop a study whose next round would pass its target epsilon, with adaptive clipping on the way', async () => {
     const c = await startCoordinator();
-    coordinator = c.coordinator;
+    run.coordinator = c.coordinator;
     const parts = splitCsvForSites(WDBC, 2);
-    sites = await Promise.all(parts.map((csv, i) => makeSite(c.url, `Site ${i + 1}`, csv)));
-    await Promise.all(sites.map((s) => s.agent.start()));
+    run.sites = await Promise.all(parts.map((csv, i) => makeSite(c.url, `Site ${i + 1}`, csv)));
+    await Promise.all(run.sites.map((s) => s.agent.start()));
     // Two rounds of client-level noise 3 fit under the target; the third would not.
     const twoRounds = epsilonOf([{ kind: 'sampled-gaussian', q: 1, noiseMultiplier: 3, steps: 2 }], 1e-5).epsilon;
     const dp = { mode: 'client-central' as const, clip: 0.5, noiseMultiplier: 3, targetEpsilon: twoRounds * 1.001, delta: 1e-5, adaptiveClipping: { targetQuantile: 0.5, learningRate: 0.5 } };

@@ -5,11 +5,10 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
-  createStudy, json, RESEARCHER, runStudy, startCoordinator, startSites, tempDir, waitForEnd, wdbcManifest, type TestSite,
+  createStudy, json, RESEARCHER, runStudy, startCoordinator, startSites, tempDir, waitForEnd, wdbcManifest,
 } from '../helpers/cluster.ts';
-import type { Coordinator } from '../../coordinator/app.ts';
 import type { TrainTask } from '../../protocol/messages.ts';
 import type { StudyManifestInput } from '../../protocol/messages.ts';
 import { encodeTensors } from '../../protocol/codec.ts';
@@ -20,6 +19,7 @@ import { readLedger } from '../../site-agent/ledger.ts';
 import { HISTOGRAM_BINS } from '../../protocol/metrics.ts';
 import { encodeTrainingLanes, flatDelta } from '../../protocol/crypto/quantize.ts';
 import { dropWhen, record, replay } from '../helpers/transport-spy.ts';
+import { perTestCluster } from '../helpers/per-test-cluster.ts';
 
 interface RoundBody {
   round: number;
@@ -74,23 +74,16 @@ function correlation(a: ArrayLike<number>, b: ArrayLike<number>): number {
 }
 
 describe('secure aggregation over real sockets', () => {
-  let coordinator: Coordinator | undefined;
-  let sites: TestSite[] = [];
-  afterEach(async () => {
-    await Promise.all(sites.map((s) => s.agent.stop()));
-    sites = [];
-    await coordinator?.close();
-    coordinator = undefined;
-  });
+  const run = perTestCluster();
 
   it('should complete a study while real agents disconnect at the share, masked-input and unmask stages', async () => {
     const c = await startCoordinator();
-    coordinator = c.coordinator;
-    sites = await startSites(c.url, 5);
+    run.coordinator = c.coordinator;
+    run.sites = await startSites(c.url, 5);
     dropWhen(c.coordinator, [
-      { site: sites[0]!, round: 1, kind: 'secagg-share' },
-      { site: sites[1]!, round: 2, kind: 'train' },
-      { site: sites[2]!, round: 3, kind: 'secagg-unmask' },
+      { site: run.sites[0]!, round: 1, kind: 'secagg-share' },
+      { site: run.sites[1]!, round: 2, kind: 'train' },
+      { site: run.sites[2]!, round: 3, kind: 'secagg-unmask' },
     ]);
     const res = await runStudy(c.url, quick({
       training: { rounds: 3, localEpochs: 1, batchSize: 32, optimizer: 'adam', learningRate: 0.05 },
@@ -113,8 +106,8 @@ describe('secure aggregation over real sockets', () => {
   it('should never receive nor store an individual update: only masked vectors arrive and the checkpoint is their mean', async () => {
     const dataDir = tempDir('cohort-secagg-coord-');
     const c = await startCoordinator({ dataDir });
-    coordinator = c.coordinator;
-    sites = await startSites(c.url, 3);
+    run.coordinator = c.coordinator;
+    run.sites = await startSites(c.url, 3);
     const seen = record(c.coordinator);
     const res = await runStudy(c.url, quick({ model: { template: 'mlp', hidden: [32, 16] } }), 90_000);
     expect(res.study.status).toBe('completed');
@@ -133,7 +126,7 @@ describe('secure aggregation over real sockets', () => {
     const ckpt = (r: number) => c.coordinator.checkpoints.load(id, r);
     for (const round of [1, 2]) {
       const tasks = trainTasks.filter((t) => t.task.round === round);
-      const updates = await Promise.all(tasks.map((t) => replay(sites.find((s) => s.agent.siteId === t.siteId)!, t.task)));
+      const updates = await Promise.all(tasks.map((t) => replay(run.sites.find((s) => s.agent.siteId === t.siteId)!, t.task)));
       const before = await ckpt(round - 1);
       const after = await ckpt(round);
       const stored = flatDelta(after, before);
@@ -173,10 +166,10 @@ describe('secure aggregation over real sockets', () => {
 
   it('should abort the round below the threshold, store nothing and ask no site to unmask', async () => {
     const c = await startCoordinator();
-    coordinator = c.coordinator;
-    sites = await startSites(c.url, 3);
+    run.coordinator = c.coordinator;
+    run.sites = await startSites(c.url, 3);
     const seen = record(c.coordinator);
-    dropWhen(c.coordinator, [{ site: sites[2]!, round: 1, kind: 'train' }]);
+    dropWhen(c.coordinator, [{ site: run.sites[2]!, round: 1, kind: 'train' }]);
     const res = await runStudy(c.url, quick({ privacy: { secureAggregation: { threshold: 1 } } }), 60_000);
     expect(res.study.status).toBe('failed');
     expect(res.study.error?.code).toBe('COHORT_ERR_SECAGG_BELOW_THRESHOLD');
@@ -189,8 +182,8 @@ describe('secure aggregation over real sockets', () => {
 
   it('should let a site refuse a round whose threshold is below its minimum, and join once it is not', async () => {
     const c = await startCoordinator();
-    coordinator = c.coordinator;
-    sites = await startSites(c.url, 3, { minSitesPerAggregate: 3 });
+    run.coordinator = c.coordinator;
+    run.sites = await startSites(c.url, 3, { minSitesPerAggregate: 3 });
     const three = { minSites: 3, roundDeadlineMs: 20_000, waitForSitesMs: 10_000, maxRoundAttempts: 1 };
     // Threshold 0.6 of 3 sites is 2: an aggregate of 2 could be unmasked, fewer than these sites allow.
     const refused = await runStudy(c.url, quick({ participation: three }), 60_000);
@@ -203,8 +196,8 @@ describe('secure aggregation over real sockets', () => {
 
   it('should never send a plaintext update for a study whose manifest has secure aggregation, whatever the task asks', async () => {
     const c = await startCoordinator();
-    coordinator = c.coordinator;
-    sites = await startSites(c.url, 2);
+    run.coordinator = c.coordinator;
+    run.sites = await startSites(c.url, 2);
     const raw = quick();
     const req = signedStudyRequest(raw, RESEARCHER);
     const model = { spec: { template: 'logreg' as const, l2: 0 }, inputShape: [30], numClasses: 2 };
@@ -214,14 +207,14 @@ describe('secure aggregation over real sockets', () => {
       model, weights: encodeTensors(weightShapes(model).map((shape) => ({ shape, data: new Float32Array(shape.reduce((a, b) => a * b, 1)) }))),
       localEpochs: 1, batchSize: 32, optimizer: 'adam', learningRate: 0.05, participants: 2,
     };
-    const reply = await sites[0]!.agent.handle(task);
+    const reply = await run.sites[0]!.agent.handle(task);
     expect(reply).toMatchObject({ ok: false, error: { code: 'COHORT_ERR_SITE_TASK_MISMATCH' } });
-    expect(readLedger(join(sites[0]!.dir, 'ledger.jsonl')).at(-1)).toMatchObject({ kind: 'train', outcome: 'refused', code: 'COHORT_ERR_SITE_TASK_MISMATCH' });
+    expect(readLedger(join(run.sites[0]!.dir, 'ledger.jsonl')).at(-1)).toMatchObject({ kind: 'train', outcome: 'refused', code: 'COHORT_ERR_SITE_TASK_MISMATCH' });
   });
 
   it('should refuse at creation a study whose lanes could overflow, with a coded error and nothing stored', async () => {
     const c = await startCoordinator();
-    coordinator = c.coordinator;
+    run.coordinator = c.coordinator;
     const before = c.coordinator.store.listStudies().length;
     const names = Array.from({ length: 2000 }, (_, i) => `Site ${i}`);
     const r = await json<{ error: { code: string } }>(c.url, '/api/studies', { method: 'POST', body: quick({ participation: { minSites: 2, sites: names, roundDeadlineMs: 1000, waitForSitesMs: 1000, maxRoundAttempts: 1 } }) });
@@ -232,8 +225,8 @@ describe('secure aggregation over real sockets', () => {
 
   it('should combine record-level DP with secure aggregation: each masked reply carries the site\'s privacy report', async () => {
     const c = await startCoordinator();
-    coordinator = c.coordinator;
-    sites = await startSites(c.url, 3);
+    run.coordinator = c.coordinator;
+    run.sites = await startSites(c.url, 3);
     const { WDBC_DP } = await import('../../cli/demo.ts');
     const res = await runStudy(c.url, quick({ training: { rounds: 2, ...WDBC_DP.training }, privacy: { dp: { ...WDBC_DP.dp, targetEpsilon: 1 } } }), 90_000);
     expect(res.study.status).toBe('completed');
@@ -250,8 +243,8 @@ describe('secure aggregation over real sockets', () => {
 
   it('should reach the same AUC with secure aggregation as without it on the demo study', async () => {
     const c = await startCoordinator();
-    coordinator = c.coordinator;
-    sites = await startSites(c.url, 3);
+    run.coordinator = c.coordinator;
+    run.sites = await startSites(c.url, 3);
     const { demoManifest } = await import('../../cli/demo.ts');
     const m = (secureAggregation: boolean) => demoManifest(6, 3, false, false, secureAggregation);
     const on = await createStudy(c.url, m(true));

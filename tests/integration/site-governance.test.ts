@@ -4,11 +4,11 @@
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import nacl from 'tweetnacl';
 import {
   agentFor, createStudy, invite, json, makeSite, RESEARCHER, startCoordinator, tempDir, waitFor, waitForEnd, wdbcManifest,
-  type StudyStatusBody, type TestSite,
+  type StudyStatusBody,
 } from '../helpers/cluster.ts';
 import { splitCsvForSites, WDBC } from '../../cli/demo.ts';
 import { enroll } from '../../site-agent/enroll.ts';
@@ -17,31 +17,25 @@ import { loadIdentity } from '../../site-agent/keys.ts';
 import { Approvals } from '../../site-agent/approvals.ts';
 import { signedStudyRequest } from '../../cli/researcher.ts';
 import { b64 } from '../../protocol/signing.ts';
-import type { Coordinator } from '../../coordinator/app.ts';
+import { perTestCluster } from '../helpers/per-test-cluster.ts';
 
 const parts = splitCsvForSites(WDBC, 3);
 const short = (over = {}) => wdbcManifest({ training: { rounds: 2, localEpochs: 1, batchSize: 32, optimizer: 'adam', learningRate: 0.05 }, participation: { minSites: 2, roundDeadlineMs: 10_000, waitForSitesMs: 4_000, maxRoundAttempts: 2 }, ...over });
 
 describe('site governance', () => {
-  let coordinator: Coordinator | undefined;
-  let sites: TestSite[] = [];
-  afterEach(async () => {
-    await Promise.all(sites.map((s) => s.agent.stop()));
-    sites = [];
-    await coordinator?.close();
-  });
+  const run = perTestCluster();
 
   async function cluster(policies: object[] = [{}, {}]) {
     const c = await startCoordinator();
-    coordinator = c.coordinator;
-    sites = await Promise.all(policies.map((p, i) => makeSite(c.url, `Site ${i + 1}`, parts[i]!, { policy: p })));
-    await Promise.all(sites.map((s) => s.agent.start()));
+    run.coordinator = c.coordinator;
+    run.sites = await Promise.all(policies.map((p, i) => makeSite(c.url, `Site ${i + 1}`, parts[i]!, { policy: p })));
+    await Promise.all(run.sites.map((s) => s.agent.start()));
     return c;
   }
 
   it('should enroll a site once per token and refuse reused, expired or misnamed tokens', async () => {
     const c = await startCoordinator();
-    coordinator = c.coordinator;
+    run.coordinator = c.coordinator;
     const token = await invite(c.url, 'North');
     const kp = nacl.sign.keyPair();
     const first = await enroll(c.url, token, 'North', kp);
@@ -58,7 +52,7 @@ describe('site governance', () => {
 
   it('should refuse a site that never enrolled', async () => {
     const c = await startCoordinator();
-    coordinator = c.coordinator;
+    run.coordinator = c.coordinator;
     const s = await makeSite(c.url, 'Stranger', parts[0]!, { enroll: false });
     await expect(s.agent.start()).rejects.toMatchObject({ code: 'COHORT_ERR_AUTH_UNKNOWN_SITE' });
     await s.agent.stop();
@@ -66,12 +60,12 @@ describe('site governance', () => {
 
   it('should cut a revoked site off at once and never let it reconnect', async () => {
     const c = await cluster();
-    const siteId = sites[0]!.agent.siteId!;
+    const siteId = run.sites[0]!.agent.siteId!;
     const r = await json<{ site: { revokedAt: string } }>(c.url, `/api/admin/sites/${siteId}/revoke`, { method: 'POST' });
     expect(r.status).toBe(200);
     await waitFor(() => !c.coordinator.transport.onlineSites().some((s) => s.id === siteId) || undefined, 5000);
     // The same agent (its own reconnect) and a fresh process of the same site are both refused.
-    const again = agentFor(sites[0]!.dir);
+    const again = agentFor(run.sites[0]!.dir);
     await expect(again.agent.start()).rejects.toMatchObject({ code: 'COHORT_ERR_AUTH_SITE_REVOKED' });
     await again.agent.stop();
     await new Promise((res) => setTimeout(res, 600));
@@ -80,9 +74,9 @@ describe('site governance', () => {
 
   it('should refuse a coordinator that cannot prove the pinned identity', async () => {
     const c = await cluster([{}]);
-    const dir = sites[0]!.dir;
-    await sites[0]!.agent.stop();
-    sites = [];
+    const dir = run.sites[0]!.dir;
+    await run.sites[0]!.agent.stop();
+    run.sites = [];
     const cfg = JSON.parse(readFileSync(join(dir, 'site.json'), 'utf8')) as { coordinatorPublicKey: string };
     cfg.coordinatorPublicKey = b64(nacl.sign.keyPair().publicKey);
     writeFileSync(join(dir, 'site.json'), JSON.stringify(cfg));
@@ -102,9 +96,9 @@ describe('site governance', () => {
     }, 10_000);
     expect(Object.values(waiting.study.refusals!).map((r) => r.code)).toEqual(['COHORT_ERR_SITE_STUDY_NOT_APPROVED', 'COHORT_ERR_SITE_STUDY_NOT_APPROVED']);
     expect(waiting.study.completedRounds).toBe(0);
-    for (const s of sites) expect(readLedger(join(s.dir, 'ledger.jsonl')).every((e) => e.kind === 'describe' && e.outcome === 'refused')).toBe(true);
+    for (const s of run.sites) expect(readLedger(join(s.dir, 'ledger.jsonl')).every((e) => e.kind === 'describe' && e.outcome === 'refused')).toBe(true);
     // Site IT approves (what `cohort site approve` does).
-    for (const s of sites) new Approvals(s.dir).decide(id, 'approved', 'it-admin');
+    for (const s of run.sites) new Approvals(s.dir).decide(id, 'approved', 'it-admin');
     const done = await waitForEnd(c.url, id, 60_000);
     expect(done.study.status).toBe('completed');
     expect(done.rounds).toHaveLength(2);
@@ -116,7 +110,7 @@ describe('site governance', () => {
     const id = await createStudy(c.url, m1);
     // Approve this study id, but for a different manifest than the one the coordinator holds (as if altered).
     const altered = { ...m1, training: { ...m1.training, rounds: 2, learningRate: 0.5 } };
-    for (const s of sites) new Approvals(s.dir).decide(id, 'approved', 'it-admin', undefined, (await import('../../protocol/signing.ts')).manifestHash(altered));
+    for (const s of run.sites) new Approvals(s.dir).decide(id, 'approved', 'it-admin', undefined, (await import('../../protocol/signing.ts')).manifestHash(altered));
     await json(c.url, `/api/studies/${id}/start`, { method: 'POST' });
     const res = await waitForEnd(c.url, id, 30_000);
     expect(res.study.status).toBe('failed');
@@ -126,7 +120,7 @@ describe('site governance', () => {
     const req = signedStudyRequest(m1, RESEARCHER);
     const forged = await json<{ error: { code: string } }>(c.url, '/api/studies', { method: 'POST', body: { ...req, manifest: altered } });
     expect(forged.body.error.code).toBe('COHORT_ERR_SITE_MANIFEST_SIGNATURE');
-    for (const s of sites) expect(readLedger(join(s.dir, 'ledger.jsonl')).filter((e) => e.kind === 'train')).toHaveLength(0);
+    for (const s of run.sites) expect(readLedger(join(s.dir, 'ledger.jsonl')).filter((e) => e.kind === 'train')).toHaveLength(0);
   });
 
   it('should refuse a policy breach with its code, and the researcher sees it', async () => {
@@ -151,7 +145,7 @@ describe('site governance', () => {
     await json(c.url, `/api/studies/${id}/start`, { method: 'POST' });
     const res = await waitForEnd(c.url, id, 30_000);
     expect(res.study.status).toBe('completed');
-    const s = sites[0]!;
+    const s = run.sites[0]!;
     const file = join(s.dir, 'ledger.jsonl');
     const entries = readLedger(file);
     // Secure aggregation is on by default: every stage's reply is in the ledger, and the update left masked.
